@@ -1,0 +1,40 @@
+# Shared by .ci/run and .ci/dev: install what is missing, idempotently.
+# Sourced, not executed.
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Tools pip installs with --user land here; make sure they are found.
+PY_USER_BIN="$(python3 -c 'import site; print(site.USER_BASE)' 2>/dev/null || echo "$HOME/.local")/bin"
+export PATH="$PATH:$PY_USER_BIN:$HOME/.local/bin"
+
+ensure_redis_server() {
+  if have redis-server && have redis-cli; then return; fi
+  echo "==> installing redis-server (apt)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+}
+
+# pip_install <command> <package>: installs <package> from PyPI if <command> is missing.
+pip_install() {
+  local command="$1" package="$2"
+  if have "$command"; then return; fi
+  echo "==> installing $package (pip)"
+  if ! have pip3 && ! python3 -m pip --version >/dev/null 2>&1; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+  fi
+  # Plain install first (venvs, pyenv); then a user install, which Debian's
+  # externally-managed system Python only allows with the override flag.
+  python3 -m pip install -q "$package" 2>/dev/null \
+    || python3 -m pip install -q --user "$package" 2>/dev/null \
+    || python3 -m pip install -q --user --break-system-packages "$package"
+  hash -r
+  have "$command" || { echo "error: $package installed but '$command' is not on PATH" >&2; exit 1; }
+}
+
+ensure_cargo_lambda() { pip_install cargo-lambda cargo-lambda; }
+ensure_cfn_lint() { pip_install cfn-lint cfn-lint; }

@@ -1,0 +1,317 @@
+//! The function end to end, in process: fixture events from `events/` go
+//! through the same `App` that `main` runs, against a real `redis-server`
+//! started by each test.
+
+mod support;
+
+use std::sync::Arc;
+
+use lambda_http::RequestExt;
+use support::*;
+use tokio::sync::Barrier;
+
+#[tokio::test]
+async fn same_key_and_body_twice_creates_one_order_and_replays_identical_bytes() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let first = app.handle(event("post_order.json")).await;
+    let second = app.handle(event("post_order.json")).await;
+
+    assert_eq!(first.status(), 201);
+    assert!(!replayed(&first));
+    assert_eq!(second.status(), 201);
+    assert!(
+        replayed(&second),
+        "second answer must carry Idempotent-Replayed: true"
+    );
+    assert_eq!(body(&first), body(&second), "replay must be byte-identical");
+    assert_eq!(first.headers()["location"], second.headers()["location"]);
+    assert_eq!(
+        first.headers()["content-type"],
+        second.headers()["content-type"]
+    );
+    let order = json(&first);
+    assert_eq!(order["message"], "Order created");
+    assert_eq!(order["order"]["product"], "Espresso beans 1kg");
+    assert_eq!(order["order"]["quantity"], 2);
+    assert_eq!(
+        first.headers()["location"],
+        format!("/orders/{}", order["order"]["id"].as_str().unwrap()).as_str()
+    );
+    assert_eq!(redis.orders(), 1);
+}
+
+#[tokio::test]
+async fn reordered_json_body_with_the_same_key_is_a_replay() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let first = app.handle(event("post_order.json")).await;
+    let reordered = app.handle(event("post_order_reordered.json")).await;
+    let as_base64 = app.handle(event("post_order_base64.json")).await;
+    let quoted_key = app.handle(event("post_order_quoted_key.json")).await;
+
+    assert_eq!(first.status(), 201);
+    for retry in [&reordered, &as_base64, &quoted_key] {
+        assert!(replayed(retry));
+        assert_eq!(body(retry), body(&first));
+    }
+    assert_eq!(redis.orders(), 1);
+}
+
+#[tokio::test]
+async fn different_body_with_the_same_key_is_refused_with_422_and_creates_nothing() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let first = app.handle(event("post_order.json")).await;
+    let changed = app.handle(event("post_order_changed_body.json")).await;
+
+    assert_eq!(first.status(), 201);
+    assert_problem(&changed, 422);
+    assert_eq!(
+        json(&changed)["type"],
+        "urn:idempotent-orders:problem:idempotency-key-reused"
+    );
+    assert_eq!(redis.orders(), 1);
+}
+
+#[tokio::test]
+async fn rest_v1_event_from_a_named_stage_routes_and_replays_like_v2() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let first = app
+        .handle(event("rest_v1_post_order_prod_stage.json"))
+        .await;
+    let retry = app
+        .handle(event("rest_v1_post_order_prod_stage.json"))
+        .await;
+    assert_eq!(first.status(), 201, "{:?}", first.body());
+    assert!(replayed(&retry));
+    assert_eq!(body(&first), body(&retry));
+
+    let v2_first = app.handle(event("post_order_stage_v2.json")).await;
+    let v2_retry = app.handle(event("post_order_stage_v2.json")).await;
+    assert_eq!(v2_first.status(), 201, "{:?}", v2_first.body());
+    assert!(replayed(&v2_retry));
+    assert_eq!(redis.orders(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_requests_with_one_key_execute_once() {
+    let redis = RedisServer::start();
+    let barrier = Arc::new(Barrier::new(50));
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        // One App (and connection) per task: 50 Lambda instances.
+        let app = app(&redis);
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let req = event("post_order.json");
+            barrier.wait().await;
+            app.handle(req).await
+        }));
+    }
+    let mut responses = Vec::new();
+    for task in tasks {
+        responses.push(task.await.expect("task"));
+    }
+
+    let executed: Vec<_> = responses
+        .iter()
+        .filter(|r| r.status() == 201 && !replayed(r))
+        .collect();
+    assert_eq!(executed.len(), 1, "exactly one execution");
+    let original = body(executed[0]);
+    for response in &responses {
+        match response.status().as_u16() {
+            201 => assert_eq!(body(response), original),
+            409 => {
+                assert_problem(response, 409);
+                let secs: u64 = response.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!(secs >= 1);
+            }
+            other => panic!("unexpected status {other}: {:?}", response.body()),
+        }
+    }
+    assert_eq!(redis.orders(), 1, "exactly one order in Redis");
+}
+
+#[tokio::test]
+async fn missing_key_is_refused_with_400() {
+    let redis = RedisServer::start();
+    let response = app(&redis)
+        .handle(event("post_order_missing_key.json"))
+        .await;
+    assert_problem(&response, 400);
+    assert_eq!(
+        json(&response)["type"],
+        "urn:idempotent-orders:problem:idempotency-key-missing"
+    );
+    assert_eq!(redis.orders(), 0);
+}
+
+#[tokio::test]
+async fn invalid_keys_are_refused_with_400() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let too_long = app.handle(event("post_order_key_too_long.json")).await;
+    assert_problem(&too_long, 400);
+
+    let invalid = [
+        "",
+        "\"\"",
+        "tab\tinside",
+        "two,keys",
+        "\"unterminated",
+        "\"bad\\escape\"",
+    ];
+    for key in invalid {
+        let req = with_header(event("post_order.json"), "idempotency-key", key);
+        assert_problem(&app.handle(req).await, 400);
+    }
+    let mut non_ascii = event("post_order.json");
+    non_ascii.headers_mut().insert(
+        "idempotency-key",
+        lambda_http::http::HeaderValue::from_bytes("café".as_bytes()).unwrap(),
+    );
+    assert_problem(&app.handle(non_ascii).await, 400);
+
+    let mut two_headers = event("post_order.json");
+    two_headers
+        .headers_mut()
+        .append("idempotency-key", "second".parse().unwrap());
+    assert_problem(&app.handle(two_headers).await, 400);
+    assert_eq!(redis.orders(), 0);
+}
+
+#[tokio::test]
+async fn the_same_key_from_two_principals_creates_two_orders() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let alice = app.handle(event("post_order_jwt_alice.json")).await;
+    let bob = app.handle(event("post_order_jwt_bob.json")).await;
+    let alice_again = app.handle(event("post_order_jwt_alice.json")).await;
+
+    assert_eq!(alice.status(), 201);
+    assert_eq!(bob.status(), 201);
+    assert!(!replayed(&bob), "bob must not get alice's order");
+    assert_ne!(json(&alice)["order"]["id"], json(&bob)["order"]["id"]);
+    assert!(replayed(&alice_again));
+    assert_eq!(redis.orders(), 2);
+}
+
+#[tokio::test]
+async fn a_422_validation_error_is_cached() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let first = app.handle(event("post_order_invalid_quantity.json")).await;
+    let retry = app.handle(event("post_order_invalid_quantity.json")).await;
+
+    assert_problem(&first, 422);
+    assert!(!replayed(&first));
+    assert_problem(&retry, 422);
+    assert!(replayed(&retry), "a final 4xx is stored and replayed");
+    assert_eq!(body(&first), body(&retry));
+    assert_eq!(redis.orders(), 0);
+}
+
+#[tokio::test]
+async fn get_returns_the_created_order_and_unknown_ids_give_404() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let created = app.handle(event("post_order.json")).await;
+    let order = json(&created)["order"].clone();
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+
+    let mut get = event("get_order_unknown.json");
+    *get.uri_mut() = location.parse().unwrap();
+    let get = get.with_raw_http_path(&location);
+    let fetched = app.handle(get).await;
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(json(&fetched), order);
+
+    let unknown = app.handle(event("get_order_unknown.json")).await;
+    assert_problem(&unknown, 404);
+    let not_a_uuid = event("get_order_unknown.json").with_raw_http_path("/orders/not-a-uuid");
+    assert_problem(&app.handle(not_a_uuid).await, 404);
+}
+
+#[tokio::test]
+async fn every_fixture_event_gets_its_documented_status() {
+    // The same table is documented in events/README.md.
+    let expected = [
+        ("post_order.json", 201),
+        ("post_order_quoted_key.json", 201),
+        ("post_order_base64.json", 201),
+        ("post_order_missing_key.json", 400),
+        ("post_order_key_too_long.json", 400),
+        ("post_order_bad_json.json", 400),
+        ("post_order_wrong_content_type.json", 415),
+        ("post_order_invalid_quantity.json", 422),
+        ("post_order_jwt_alice.json", 201),
+        ("post_order_stage_v2.json", 201),
+        ("rest_v1_post_order_prod_stage.json", 201),
+        ("get_order_unknown.json", 404),
+        ("get_unknown_route.json", 404),
+        ("put_orders_method_not_allowed.json", 405),
+    ];
+    for (file, status) in expected {
+        // A fresh server per event, so no event replays another.
+        let redis = RedisServer::start();
+        let response = app(&redis).handle(event(file)).await;
+        assert_eq!(
+            response.status().as_u16(),
+            status,
+            "{file}: {:?}",
+            response.body()
+        );
+        if status >= 400 {
+            assert_problem(&response, status);
+        }
+    }
+    let redis = RedisServer::start();
+    let response = app(&redis)
+        .handle(event("put_orders_method_not_allowed.json"))
+        .await;
+    assert_eq!(response.headers()["allow"], "POST");
+}
+
+#[tokio::test]
+async fn a_replay_costs_one_round_trip_and_a_new_request_two_plus_the_order_write() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+    // Warm up: the first script call of a connection loads the scripts.
+    app.handle(with_header(
+        event("post_order.json"),
+        "idempotency-key",
+        "warm-up",
+    ))
+    .await;
+
+    redis.reset_stats();
+    let created = app.handle(event("post_order.json")).await;
+    assert_eq!(created.status(), 201);
+    assert_eq!(redis.calls("evalsha"), 2, "claim + complete");
+    assert_eq!(redis.calls("set"), 1, "the order write");
+
+    redis.reset_stats();
+    let replay = app.handle(event("post_order.json")).await;
+    assert!(replayed(&replay));
+    assert_eq!(
+        redis.calls("evalsha"),
+        1,
+        "one claim, which returns the record"
+    );
+    assert_eq!(redis.calls("set"), 0);
+}

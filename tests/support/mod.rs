@@ -1,0 +1,276 @@
+//! Test support shared by the integration tests: a real `redis-server`
+//! started by the test on a free port (killed on drop, stoppable and
+//! restartable on the same port), and fixture events from `events/`.
+//!
+//! No test mocks Redis, and none is skipped when `redis-server` is missing:
+//! that is a failure that says how to install it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use idempotent_orders::idempotency::IdempotencyConfig;
+use idempotent_orders::{redis_conn, App, Config};
+use lambda_http::http::HeaderValue;
+use lambda_http::{Body, Context, Request, RequestExt, Response};
+
+const INSTALL_HINT: &str = "redis-server is required by the integration tests and was not found. \
+Install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis` (macOS), \
+or run `bash .ci/run`, which installs it. Set REDIS_SERVER_BIN to use a binary outside PATH.";
+
+/// A `redis-server` process owned by one test.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+fn binary() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free TCP port on 127.0.0.1")
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        // Picking a free port then binding it is racy between parallel
+        // tests; a server that loses the race exits, and we try another.
+        for _ in 0..10 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+            };
+            if server.spawn(extra) {
+                return server;
+            }
+        }
+        panic!("redis-server failed to start on 10 different ports");
+    }
+
+    fn spawn(&mut self, extra: &[&str]) -> bool {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        args.extend_from_slice(extra);
+        let child = match Command::new(binary())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("could not start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.ping() {
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "redis-server on port {} did not answer PING within 10 s",
+            self.port
+        );
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && &reply == b"+PONG\r\n"
+    }
+
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (as an outage would) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing is saved).
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        // The port can take a moment to be bindable again.
+        while !self.spawn(&[]) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server could not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A synchronous connection for the test's own assertions.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("test connection to redis-server")
+    }
+
+    /// Number of keys matching `pattern` (e.g. `orders:*`).
+    pub fn count(&self, pattern: &str) -> usize {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.conn())
+            .expect("KEYS");
+        keys.len()
+    }
+
+    /// Number of stored orders.
+    pub fn orders(&self) -> usize {
+        self.count("orders:*")
+    }
+
+    /// The server's `INFO commandstats` `calls` for one command.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .expect("INFO");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Resets `INFO commandstats`.
+    pub fn reset_stats(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.conn())
+            .expect("CONFIG RESETSTAT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The function's configuration pointed at `server`, with short timeouts.
+pub fn config(server: &RedisServer) -> Config {
+    Config {
+        redis_url: server.url(),
+        redis_timeout: Duration::from_millis(500),
+        idempotency: IdempotencyConfig::default(),
+    }
+}
+
+/// A Redis connection as the binary makes it (one per instance).
+pub fn connection(config: &Config) -> redis::aio::ConnectionManager {
+    redis_conn::connect(&config.redis_url, config.redis_timeout).expect("connection manager")
+}
+
+/// The function as `main` builds it, against `server`.
+pub fn app(server: &RedisServer) -> App {
+    let config = config(server);
+    App::new(connection(&config), &config)
+}
+
+/// Loads `events/<name>` as a request, with a Lambda context whose deadline
+/// is 3 s away (as Lambda would send).
+pub fn event(name: &str) -> Request {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let req = lambda_http::request::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    req.with_lambda_context(context_with_deadline_in(Duration::from_secs(3)))
+}
+
+/// A Lambda context whose deadline is `left` from now.
+pub fn context_with_deadline_in(left: Duration) -> Context {
+    let mut ctx = Context::default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.deadline = (now + left).as_millis() as u64;
+    ctx.request_id = format!("test-{}", uuid::Uuid::new_v4());
+    ctx
+}
+
+/// Sets (replacing) a header on a request.
+pub fn with_header(mut req: Request, name: &'static str, value: &str) -> Request {
+    let value = HeaderValue::from_str(value).expect("test header value");
+    req.headers_mut().insert(name, value);
+    req
+}
+
+/// The body bytes of a response.
+pub fn body(response: &Response<Body>) -> Vec<u8> {
+    response.body().to_vec()
+}
+
+/// The body parsed as JSON.
+pub fn json(response: &Response<Body>) -> serde_json::Value {
+    serde_json::from_slice(response.body()).expect("JSON body")
+}
+
+/// Whether the response is a replay.
+pub fn replayed(response: &Response<Body>) -> bool {
+    response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true")
+}
+
+/// Asserts a problem+json response with `status`.
+pub fn assert_problem(response: &Response<Body>, status: u16) {
+    assert_eq!(response.status().as_u16(), status, "{:?}", response.body());
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem = json(response);
+    assert_eq!(problem["status"], status);
+    for field in ["type", "title", "detail"] {
+        assert!(
+            problem[field].is_string(),
+            "problem lacks {field}: {problem}"
+        );
+    }
+}
