@@ -249,7 +249,7 @@ async fn get_returns_the_created_order_and_unknown_ids_give_404() {
 
 #[tokio::test]
 async fn every_fixture_event_gets_its_documented_status() {
-    // The same table is documented in events/README.md.
+    // The same table is in README.md, "Fixture events".
     let expected = [
         ("post_order.json", 201),
         ("post_order_quoted_key.json", 201),
