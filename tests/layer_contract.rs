@@ -277,3 +277,82 @@ async fn methods_outside_the_configured_set_pass_straight_through() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(redis.count("idempotency:*"), 0);
 }
+
+#[tokio::test]
+async fn redis_failing_during_completion_still_returns_the_real_response() {
+    let redis = Arc::new(std::sync::Mutex::new(RedisServer::start()));
+    let base = support::config(&redis.lock().unwrap());
+    let store = RedisStore::new(connection(&base), base.redis_timeout);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = service_fn({
+        let (redis, calls) = (Arc::clone(&redis), Arc::clone(&calls));
+        move |_req: Request| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            // Redis dies while the handler runs: the claim succeeded, the
+            // completion cannot.
+            redis.lock().unwrap().stop();
+            async { ok(1) }
+        }
+    });
+    let svc = IdempotencyLayer::new(store, IdempotencyConfig::default()).layer(handler);
+    let logs = Logs::capture();
+
+    let response = send(&svc, request("k-complete-fails")).await;
+
+    assert_eq!(
+        response.status(),
+        201,
+        "the client gets the handler's real answer"
+    );
+    assert_eq!(body(&response), br#"{"call":1}"#);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let text = logs.text();
+    assert!(text.contains("IDEMPOTENCY RECORD NOT COMPLETED"), "{text}");
+    assert!(text.contains("ERROR"), "{text}");
+    assert!(
+        !text.contains("k-complete-fails"),
+        "the raw key never reaches the logs"
+    );
+}
+
+/// Captures this test's log output (the test runtime is single-threaded,
+/// so a thread-local default subscriber sees every event).
+struct Logs {
+    buffer: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: lambda_http::tracing::dispatcher::DefaultGuard,
+}
+
+impl Logs {
+    fn capture() -> Self {
+        use lambda_http::tracing::subscriber::util::SubscriberInitExt;
+        let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = Writer(Arc::clone(&buffer));
+        let guard = lambda_http::tracing::subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish()
+            .set_default();
+        Self {
+            buffer,
+            _guard: guard,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buffer.lock().unwrap()).into_owned()
+    }
+}
+
+#[derive(Clone)]
+struct Writer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
