@@ -6,6 +6,7 @@
 //! A bad value is a [`ConfigError`] naming the variable; `main` refuses to
 //! start with it, which Lambda reports as an init error.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use lambda_http::http::Method;
@@ -24,6 +25,9 @@ pub struct Config {
     pub redis_url: String,
     /// `REDIS_TIMEOUT_MS`: bound on every Redis command and connect.
     pub redis_timeout: Duration,
+    /// `REDIS_CA_FILE`: a PEM CA bundle to trust for `rediss://` instead of
+    /// the public (webpki) roots, e.g. for a local TLS Redis.
+    pub redis_ca_file: Option<PathBuf>,
     /// The idempotency layer's settings (`IDEMPOTENCY_*`).
     pub idempotency: IdempotencyConfig,
 }
@@ -58,6 +62,7 @@ impl Config {
         })?;
 
         let redis_timeout = millis(get, "REDIS_TIMEOUT_MS", Duration::from_millis(500))?;
+        let redis_ca_file = get("REDIS_CA_FILE").map(PathBuf::from);
         let key_prefix = match get("IDEMPOTENCY_KEY_PREFIX") {
             None => defaults.key_prefix.clone(),
             Some(prefix) if prefix.bytes().all(|b| b.is_ascii_graphic()) => prefix,
@@ -84,6 +89,7 @@ impl Config {
         Ok(Self {
             redis_url,
             redis_timeout,
+            redis_ca_file,
             idempotency,
         })
     }
@@ -183,6 +189,7 @@ mod tests {
         let config = from(&[]).unwrap();
         assert_eq!(config.redis_url, DEFAULT_REDIS_URL);
         assert_eq!(config.redis_timeout, Duration::from_millis(500));
+        assert_eq!(config.redis_ca_file, None);
         assert_eq!(config.idempotency, IdempotencyConfig::default());
     }
 
@@ -191,6 +198,7 @@ mod tests {
         let config = from(&[
             ("REDIS_URL", "rediss://user:pw@cache.example:6380"),
             ("REDIS_TIMEOUT_MS", "250"),
+            ("REDIS_CA_FILE", "/etc/ca.pem"),
             ("IDEMPOTENCY_KEY_PREFIX", "idem"),
             ("IDEMPOTENCY_RETENTION_SECS", "3600"),
             ("IDEMPOTENCY_LEASE_CAP_SECS", "30"),
@@ -200,6 +208,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config.redis_timeout, Duration::from_millis(250));
+        assert_eq!(config.redis_ca_file, Some(PathBuf::from("/etc/ca.pem")));
         let idem = &config.idempotency;
         assert_eq!(idem.key_prefix, "idem");
         assert_eq!(idem.retention, Duration::from_secs(3600));

@@ -14,8 +14,7 @@ async fn main() -> Result<(), Error> {
     // A bad variable stops start-up here, naming the variable.
     let config = Config::from_env()?;
     // Lazy: start-up succeeds while Redis is down; requests get 503 until it is back.
-    let conn = redis_conn::connect(&config.redis_url, config.redis_timeout)
-        .map_err(|e| format!("invalid configuration: REDIS_URL: {e}"))?;
+    let conn = redis_conn::connect(&config)?;
     let app = App::new(conn, &config);
 
     lambda_http::run(service_fn(|req: Request| {

@@ -11,17 +11,55 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-/// Builds the instance's connection manager for `url`, bounding connects
-/// and responses by `timeout`.
-pub fn connect(url: &str, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
+use crate::config::Config;
+
+/// Why the connection could not be set up (at start-up, so fatal).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// `REDIS_CA_FILE` could not be read.
+    #[error("invalid configuration: REDIS_CA_FILE: cannot read {path}: {source}")]
+    CaFile {
+        /// The file named by the variable.
+        path: String,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The client could not be built from `REDIS_URL` (the URL itself is
+    /// not repeated: it may hold a password).
+    #[error("invalid configuration: REDIS_URL: {0}")]
+    Client(#[source] redis::RedisError),
+}
+
+/// Builds the instance's connection manager from `config`: `REDIS_URL`,
+/// optionally trusting `REDIS_CA_FILE` for TLS, with connects and responses
+/// bounded by `REDIS_TIMEOUT_MS`.
+pub fn connect(config: &Config) -> Result<ConnectionManager, ConnectError> {
+    // rustls needs one process-wide crypto provider; ring is the only one
+    // compiled in. Installing twice is harmless (the second call errs).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = match &config.redis_ca_file {
+        None => redis::Client::open(config.redis_url.as_str()),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| ConnectError::CaFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(config.redis_url.as_str(), certs)
+        }
+    }
+    .map_err(ConnectError::Client)?;
+    let timeout = config.redis_timeout;
+    let manager_config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(1)
         .set_min_delay(Duration::from_millis(10))
         .set_max_delay(Duration::from_millis(100));
-    ConnectionManager::new_lazy_with_config(client, config)
+    ConnectionManager::new_lazy_with_config(client, manager_config).map_err(ConnectError::Client)
 }
 
 /// A Redis call that failed, or did not answer in time.

@@ -315,3 +315,36 @@ async fn a_replay_costs_one_round_trip_and_a_new_request_two_plus_the_order_writ
     );
     assert_eq!(redis.calls("set"), 0);
 }
+
+#[tokio::test]
+async fn the_whole_flow_works_over_tls_with_a_custom_ca() {
+    let redis = RedisServer::start_tls();
+    assert!(redis.url().starts_with("rediss://"));
+    let app = app(&redis);
+
+    let first = app.handle(event("post_order.json")).await;
+    let retry = app.handle(event("post_order.json")).await;
+    let changed = app.handle(event("post_order_changed_body.json")).await;
+
+    assert_eq!(first.status(), 201, "{:?}", first.body());
+    assert!(replayed(&retry));
+    assert_eq!(body(&first), body(&retry));
+    assert_problem(&changed, 422);
+    assert_eq!(redis.orders(), 1);
+}
+
+#[tokio::test]
+async fn an_untrusted_tls_certificate_fails_fast_with_503_not_a_hang() {
+    let redis = RedisServer::start_tls();
+    // Public roots only: the test CA is not trusted.
+    let mut config = support::config(&redis);
+    config.redis_ca_file = None;
+    let app = idempotent_orders::App::new(connection(&config), &config);
+
+    let started = std::time::Instant::now();
+    let response = app.handle(event("post_order.json")).await;
+
+    assert_problem(&response, 503);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(redis.orders(), 0);
+}

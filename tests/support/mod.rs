@@ -8,6 +8,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ or run `bash .ci/run`, which installs it. Set REDIS_SERVER_BIN to use a binary o
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    extra: Vec<String>,
+    tls: Option<PathBuf>,
 }
 
 fn binary() -> String {
@@ -45,35 +48,67 @@ impl RedisServer {
 
     /// Like [`RedisServer::start`], with extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(extra, None)
+    }
+
+    /// Starts a TLS-only server (`rediss://`) with a CA and certificate
+    /// generated for this test by the `openssl` CLI.
+    pub fn start_tls() -> Self {
+        let dir = std::env::temp_dir().join(format!("idem-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        generate_certificates(&dir);
+        Self::launch(&[], Some(dir))
+    }
+
+    fn launch(extra: &[&str], tls: Option<PathBuf>) -> Self {
         // Picking a free port then binding it is racy between parallel
         // tests; a server that loses the race exits, and we try another.
         for _ in 0..10 {
             let mut server = Self {
                 port: free_port(),
                 child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                tls: tls.clone(),
             };
-            if server.spawn(extra) {
+            if server.spawn() {
                 return server;
             }
         }
         panic!("redis-server failed to start on 10 different ports");
     }
 
-    fn spawn(&mut self, extra: &[&str]) -> bool {
+    fn args(&self) -> Vec<String> {
         let port = self.port.to_string();
-        let mut args = vec![
-            "--port",
-            &port,
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ];
-        args.extend_from_slice(extra);
+        let mut args: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(dir) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port,
+                    "--tls-cert-file".into(),
+                    file("server.crt"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.crt"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ]
+            }
+        };
+        for arg in ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] {
+            args.push(arg.into());
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    fn spawn(&mut self) -> bool {
         let child = match Command::new(binary())
-            .args(&args)
+            .args(self.args())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -108,6 +143,10 @@ impl RedisServer {
         let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        if self.tls.is_some() {
+            // Listening is enough: a plain PING cannot cross TLS.
+            return true;
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
         let mut reply = [0u8; 7];
         stream.write_all(b"PING\r\n").is_ok()
@@ -115,9 +154,19 @@ impl RedisServer {
             && &reply == b"+PONG\r\n"
     }
 
-    /// The server's URL.
+    /// The server's URL (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|dir| dir.join("ca.crt"))
     }
 
     /// Kills the server (as an outage would) and waits for it to be gone.
@@ -133,7 +182,7 @@ impl RedisServer {
         self.stop();
         let started = Instant::now();
         // The port can take a moment to be bindable again.
-        while !self.spawn(&[]) {
+        while !self.spawn() {
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server could not restart on port {}",
@@ -145,7 +194,17 @@ impl RedisServer {
 
     /// A synchronous connection for the test's own assertions.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
+        let client = match self.ca_file() {
+            None => redis::Client::open(self.url()),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("CA file")),
+                },
+            ),
+        };
+        client
             .and_then(|c| c.get_connection())
             .expect("test connection to redis-server")
     }
@@ -190,7 +249,76 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.tls {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// Writes `ca.crt`, `server.crt` (for 127.0.0.1 and localhost) and
+/// `server.key` into `dir`.
+fn generate_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| {
+                panic!("the TLS tests need the openssl CLI ({e}); install it with `sudo apt-get install -y openssl`")
+            });
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=idempotent-orders test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 /// The function's configuration pointed at `server`, with short timeouts.
@@ -198,13 +326,14 @@ pub fn config(server: &RedisServer) -> Config {
     Config {
         redis_url: server.url(),
         redis_timeout: Duration::from_millis(500),
+        redis_ca_file: server.ca_file(),
         idempotency: IdempotencyConfig::default(),
     }
 }
 
 /// A Redis connection as the binary makes it (one per instance).
 pub fn connection(config: &Config) -> redis::aio::ConnectionManager {
-    redis_conn::connect(&config.redis_url, config.redis_timeout).expect("connection manager")
+    redis_conn::connect(config).expect("connection manager")
 }
 
 /// The function as `main` builds it, against `server`.
