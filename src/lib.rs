@@ -18,12 +18,16 @@
 //!   wraps any `lambda_http` service (`IdempotencyLayer` + `Idempotency<S>`).
 //! - [`orders`]: the order domain: validated payload, Redis repository and the
 //!   two handlers. It knows nothing about idempotency.
+//! - [`entry`]: the Lambda entry point: takes the raw event so that events
+//!   `lambda_http` cannot convert (control characters in headers, invalid
+//!   base64 bodies) still get a clean `400`, then hands over to [`app`].
 //! - [`app`]: the router that puts the two together: `POST /orders` behind
 //!   the layer, `GET /orders/{id}`, 404 and 405 for everything else.
 
 pub mod apigw;
 pub mod app;
 pub mod config;
+pub mod entry;
 pub mod idempotency;
 pub mod orders;
 pub mod problem;

@@ -1,8 +1,10 @@
 //! The Lambda entry point, kept thin: tracing, configuration and the Redis
 //! connection are set up once per cold start and shared by every invocation.
 
-use idempotent_orders::{redis_conn, App, Config};
-use lambda_http::{service_fn, Error, Request};
+use idempotent_orders::{entry, redis_conn, App, Config};
+use lambda_http::lambda_runtime::{self, LambdaEvent};
+use lambda_http::{service_fn, Error};
+use serde_json::value::RawValue;
 
 // One invocation at a time per instance, so a current-thread runtime loses
 // nothing and saves thread wake-ups on every invocation.
@@ -14,12 +16,12 @@ async fn main() -> Result<(), Error> {
     // A bad variable stops start-up here, naming the variable.
     let config = Config::from_env()?;
     // Lazy: start-up succeeds while Redis is down; requests get 503 until it is back.
-    let conn = redis_conn::connect(&config)?;
-    let app = App::new(conn, &config);
+    let app = App::new(redis_conn::connect(&config)?, &config);
 
-    lambda_http::run(service_fn(|req: Request| {
+    // The raw event, so that events lambda_http cannot convert still get a 400.
+    lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {
         let app = app.clone();
-        async move { Ok::<_, Error>(app.handle(req).await) }
+        async move { entry::handle_event(&app, event).await }
     }))
     .await
 }

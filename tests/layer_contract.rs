@@ -356,3 +356,106 @@ impl std::io::Write for Writer {
         Ok(())
     }
 }
+
+/// A store that answers claims late, as a slow or stalled network would.
+struct SlowClaims {
+    inner: RedisStore,
+    delay: Duration,
+}
+
+impl IdempotencyStore for SlowClaims {
+    async fn claim(
+        &self,
+        key: &StoreKey,
+        fingerprint: &Fingerprint,
+        owner: &OwnerToken,
+        lease: Duration,
+    ) -> Result<
+        Option<idempotent_orders::idempotency::Record>,
+        idempotent_orders::idempotency::StoreError,
+    > {
+        // The claim lands at once; its answer is what comes back late.
+        let result = self.inner.claim(key, fingerprint, owner, lease).await;
+        tokio::time::sleep(self.delay).await;
+        result
+    }
+
+    async fn complete(
+        &self,
+        key: &StoreKey,
+        owner: &OwnerToken,
+        response: &idempotent_orders::idempotency::StoredResponse,
+        retention: Duration,
+    ) -> Result<bool, idempotent_orders::idempotency::StoreError> {
+        self.inner.complete(key, owner, response, retention).await
+    }
+
+    async fn release(
+        &self,
+        key: &StoreKey,
+        owner: &OwnerToken,
+    ) -> Result<bool, idempotent_orders::idempotency::StoreError> {
+        self.inner.release(key, owner).await
+    }
+}
+
+fn slow_claims(
+    redis: &RedisServer,
+    delay: Duration,
+    config: IdempotencyConfig,
+) -> (
+    impl Service<Request, Response = Response<Body>, Error = Error, Future: Send> + Clone,
+    Arc<AtomicUsize>,
+) {
+    let base = support::config(redis);
+    let inner = RedisStore::new(connection(&base), base.redis_timeout);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let handler = service_fn(move |_req: Request| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move { ok(n) }
+    });
+    let layer = IdempotencyLayer::new(SlowClaims { inner, delay }, config);
+    (layer.layer(handler), calls)
+}
+
+#[tokio::test]
+async fn a_claim_answered_after_its_lease_expired_does_not_run_the_handler() {
+    let redis = RedisServer::start();
+    let config = IdempotencyConfig {
+        default_lease: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (svc, calls) = slow_claims(&redis, Duration::from_millis(400), config);
+
+    let response = send(&svc, request("k-stalled")).await;
+
+    assert_problem(&response, 503);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "the handler must not run on a lost lease"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_store_never_holds_the_function_past_its_deadline() {
+    let redis = RedisServer::start();
+    let (svc, calls) = slow_claims(&redis, Duration::from_secs(3), IdempotencyConfig::default());
+    let req = with_header(event("post_order.json"), "idempotency-key", "k-deadline");
+    let req = lambda_http::RequestExt::with_lambda_context(
+        req,
+        context_with_deadline_in(Duration::from_millis(400)),
+    );
+
+    let started = std::time::Instant::now();
+    let response = send(&svc, req).await;
+
+    assert_problem(&response, 503);
+    assert!(
+        started.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}

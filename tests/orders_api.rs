@@ -348,3 +348,62 @@ async fn an_untrusted_tls_certificate_fails_fast_with_503_not_a_hang() {
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert_eq!(redis.orders(), 0);
 }
+
+/// Runs a raw event through the real entry point, as the binary does.
+async fn invoke_raw(app: &idempotent_orders::App, raw: &str) -> serde_json::Value {
+    let raw = serde_json::value::RawValue::from_string(raw.to_owned()).expect("raw JSON");
+    let ctx = support::context_with_deadline_in(std::time::Duration::from_secs(3));
+    idempotent_orders::entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
+        .await
+        .expect("the entry point never fails on client input")
+}
+
+fn fixture_json(name: &str) -> serde_json::Value {
+    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn assert_raw_problem(response: &serde_json::Value, status: u16) {
+    assert_eq!(response["statusCode"], status, "{response}");
+    let body: serde_json::Value =
+        serde_json::from_str(response["body"].as_str().expect("text body")).unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+}
+
+#[tokio::test]
+async fn events_lambda_http_cannot_convert_get_a_400_not_a_crash() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+
+    let mut control_char = fixture_json("post_order.json");
+    control_char["headers"]["idempotency-key"] = "order\u{1}bad".into();
+    let response = invoke_raw(&app, &control_char.to_string()).await;
+    assert_raw_problem(&response, 400);
+    assert!(
+        response["cookies"].is_array(),
+        "answered in the v2 shape: {response}"
+    );
+
+    for fixture in [
+        "post_order_base64.json",
+        "rest_v1_post_order_prod_stage.json",
+    ] {
+        let mut bad_base64 = fixture_json(fixture);
+        bad_base64["isBase64Encoded"] = true.into();
+        bad_base64["body"] = "%%% not base64 %%%".into();
+        assert_raw_problem(&invoke_raw(&app, &bad_base64.to_string()).await, 400);
+    }
+
+    let mut no_context = fixture_json("post_order.json");
+    no_context.as_object_mut().unwrap().remove("requestContext");
+    assert_raw_problem(&invoke_raw(&app, &no_context.to_string()).await, 400);
+    assert_raw_problem(&invoke_raw(&app, r#"{"not":"http"}"#).await, 400);
+    assert_raw_problem(&invoke_raw(&app, "[1,2,3]").await, 400);
+    assert_eq!(redis.orders(), 0);
+
+    // A good event goes through the same entry point untouched.
+    let ok = invoke_raw(&app, &fixture_json("post_order.json").to_string()).await;
+    assert_eq!(ok["statusCode"], 201, "{ok}");
+    assert_eq!(redis.orders(), 1);
+}

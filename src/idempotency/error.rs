@@ -17,6 +17,12 @@ pub enum StoreError {
     /// Redis failed or did not answer within the command timeout.
     #[error("idempotency store: {0}")]
     Redis(#[from] RedisCallError),
+    /// The invocation's deadline came before the store's answer.
+    #[error("no answer before the invocation deadline")]
+    Deadline,
+    /// The claim's answer arrived after its lease had (nearly) expired.
+    #[error("claim answered after {0:?}, too late to trust its lease")]
+    LeaseExpired(std::time::Duration),
     /// The store answered something this version cannot read.
     #[error("store returned an unreadable record: {0}")]
     Corrupt(String),

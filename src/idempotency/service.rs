@@ -21,7 +21,7 @@ use lambda_http::{Body, BoxFuture, IntoResponse, Request, RequestExt, Response};
 
 use super::config::IdempotencyConfig;
 use super::decision::{decide, NextAction};
-use super::error::IdempotencyError;
+use super::error::{IdempotencyError, StoreError};
 use super::fingerprint::Fingerprint;
 use super::key::{IdempotencyKey, KeyError, StoreKey};
 use super::record::{OwnerToken, StoredResponse};
@@ -30,6 +30,12 @@ use crate::apigw;
 
 /// Attempts at writing the completed record before giving up.
 const COMPLETE_ATTEMPTS: u32 = 3;
+
+/// Time kept back from the deadline so a `503` still gets out in time.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// A claim whose reply took longer than its lease minus this is not trusted.
+const LEASE_SAFETY: Duration = Duration::from_millis(100);
 
 /// The idempotency middleware around an inner `lambda_http` service `S`.
 pub struct Idempotency<S, St> {
@@ -198,19 +204,46 @@ where
     let lease = config.lease_for(time_left(deadline));
     let owner = OwnerToken::generate();
 
-    let existing = match store.claim(&store_key, &fingerprint, &owner, lease).await {
-        Ok(existing) => existing,
-        Err(source) => {
-            tracing::error!(key_hash = store_key.hash(), error = %source, "idempotency claim failed; refusing to run the handler");
-            let retry_after_secs = config.unavailable_retry_after.as_secs().max(1);
-            let error = IdempotencyError::StoreUnavailable {
-                retry_after_secs,
-                source,
-            };
-            return reject(error, Outcome::StoreError, Some(&store_key), started);
+    // Bounded by the deadline too: the function must answer before Lambda
+    // kills it, whatever the store's own timeout says.
+    let claim_started = Instant::now();
+    let claim = store.claim(&store_key, &fingerprint, &owner, lease);
+    let claimed = match time_left(deadline).map(|left| left.saturating_sub(DEADLINE_MARGIN)) {
+        Some(budget) => tokio::time::timeout(budget, claim)
+            .await
+            .unwrap_or(Err(StoreError::Deadline)),
+        None => claim.await,
+    };
+    let unavailable = |source: StoreError| {
+        tracing::error!(key_hash = store_key.hash(), error = %source, "idempotency claim failed; refusing to run the handler");
+        let retry_after_secs = config.unavailable_retry_after.as_secs().max(1);
+        IdempotencyError::StoreUnavailable {
+            retry_after_secs,
+            source,
         }
     };
-    match decide(existing.as_ref(), &fingerprint, &owner) {
+    let existing = match claimed {
+        Ok(existing) => existing,
+        Err(source) => {
+            return reject(
+                unavailable(source),
+                Outcome::StoreError,
+                Some(&store_key),
+                started,
+            )
+        }
+    };
+    let action = decide(existing.as_ref(), &fingerprint, &owner);
+    let claim_took = claim_started.elapsed();
+    if action == NextAction::Execute && claim_took + LEASE_SAFETY >= lease {
+        // The claim's reply came back after our lease (nearly) ran out:
+        // another invocation may already own the key, so running the
+        // handler could execute the request twice.
+        release(store, &store_key, &owner).await;
+        let error = unavailable(StoreError::LeaseExpired(claim_took));
+        return reject(error, Outcome::StoreError, Some(&store_key), started);
+    }
+    match action {
         NextAction::Replay(stored) => finish(
             Outcome::Replayed,
             Some(&store_key),

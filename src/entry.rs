@@ -1,0 +1,184 @@
+//! The Lambda entry point: the raw event in, the API Gateway response out.
+//!
+//! `lambda_http::run` converts the event into an `http::Request` before any
+//! of our code runs, and that conversion fails or panics on inputs a client
+//! can send: a control character in a header value makes the whole event
+//! undeserialisable, and a body flagged base64 that is not valid base64 (or
+//! a path the `url` crate cannot parse) panics inside `lambda_http`. Either
+//! way the client would get a bare `502`/`500` from API Gateway.
+//!
+//! So the function takes the event as raw JSON and converts it itself:
+//! - an event whose headers do not deserialise is answered `400`, in the
+//!   shape of its origin (v1 or v2), after the bad headers are dropped;
+//! - a conversion that panics is caught (the release profile keeps
+//!   `panic = "unwind"` for this) and answered `400`;
+//! - an event that is not an HTTP event at all gets a `400` in the plain
+//!   `statusCode`/`headers`/`body` shape every API Gateway version reads.
+//!
+//! Everything else goes through `lambda_http`'s own `Adapter`, so requests
+//! and responses are converted exactly as `lambda_http::run` would do it.
+
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+
+use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
+use lambda_http::request::LambdaRequest;
+use lambda_http::{service_fn, Adapter, Body, Context, Error, LambdaEvent, Response, Service};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::app::App;
+use crate::problem::Problem;
+
+/// Handles one raw invocation: never fails for a bad client input.
+pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Error> {
+    let (raw, context) = event.into_parts();
+    let request = match serde_json::from_str::<LambdaRequest>(raw.get()) {
+        Ok(request) => request,
+        Err(_) => return Ok(reject_unreadable(raw.get(), context).await),
+    };
+    let app = app.clone();
+    let mut adapter = Adapter::from(service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle(req).await) }
+    }));
+    let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        adapter.call(LambdaEvent::new(request, context.clone()))
+    }));
+    match call {
+        Ok(future) => to_json(&future.await?),
+        Err(_) => {
+            tracing::warn!("lambda_http could not convert the event (invalid base64 body or URL); answering 400");
+            let problem = bad_request("The request could not be decoded: its body is flagged base64 but is not valid base64, or its path is not a valid URL path.");
+            Ok(answer_in_origin_shape(raw.get(), context, problem, strip_body).await)
+        }
+    }
+}
+
+fn bad_request(detail: &str) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        "invalid-request",
+        "Invalid request",
+        detail,
+    )
+}
+
+fn to_json<T: Serialize>(response: &T) -> Result<Value, Error> {
+    Ok(serde_json::to_value(response)?)
+}
+
+/// An event `lambda_http` cannot deserialise: drop invalid headers and
+/// answer in the origin's shape if that makes it readable, otherwise in the
+/// plain shape.
+async fn reject_unreadable(raw: &str, context: Context) -> Value {
+    let Ok(Value::Object(_)) = serde_json::from_str::<Value>(raw) else {
+        return plain_bad_request("The event is not JSON.");
+    };
+    let problem = bad_request("A header has an invalid name or a value with control characters.");
+    answer_in_origin_shape(raw, context, problem, drop_invalid_headers).await
+}
+
+/// Answers `problem` through `lambda_http`'s adapter, after `repair` made
+/// the event convertible, so the response has the origin's exact shape.
+async fn answer_in_origin_shape(
+    raw: &str,
+    context: Context,
+    problem: Problem,
+    repair: fn(&mut Value) -> bool,
+) -> Value {
+    let status = problem.status();
+    let mut event: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+    if !repair(&mut event) {
+        return plain(problem.into_response());
+    }
+    let request = match serde_json::from_value::<LambdaRequest>(event) {
+        Ok(request) => request,
+        Err(_) => return plain(problem.into_response()),
+    };
+    let mut adapter = Adapter::from(service_fn(move |_| {
+        let response = problem.clone().into_response();
+        async move { Ok::<_, Infallible>(response) }
+    }));
+    let converted = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        adapter.call(LambdaEvent::new(request, context))
+    }));
+    match converted {
+        Ok(future) => match future.await.map(|r| to_json(&r)) {
+            Ok(Ok(json)) => json,
+            _ => plain_bad_request_with(status),
+        },
+        Err(_) => plain_bad_request_with(status),
+    }
+}
+
+/// Removes header entries `http` rejects; true if the event is an object.
+fn drop_invalid_headers(event: &mut Value) -> bool {
+    let Value::Object(map) = event else {
+        return false;
+    };
+    for field in ["headers", "multiValueHeaders"] {
+        if let Some(Value::Object(headers)) = map.get_mut(field) {
+            headers.retain(|name, value| {
+                HeaderName::from_bytes(name.as_bytes()).is_ok()
+                    && match value {
+                        Value::String(v) => HeaderValue::from_str(v).is_ok(),
+                        Value::Array(vs) => vs
+                            .iter()
+                            .all(|v| v.as_str().is_some_and(|s| HeaderValue::from_str(s).is_ok())),
+                        Value::Null => true,
+                        _ => false,
+                    }
+            });
+        }
+    }
+    true
+}
+
+/// Removes the body and the paths that failed to convert.
+fn strip_body(event: &mut Value) -> bool {
+    let Value::Object(map) = event else {
+        return false;
+    };
+    map.remove("body");
+    map.insert("isBase64Encoded".to_owned(), Value::Bool(false));
+    for field in ["rawPath", "path"] {
+        if map.contains_key(field) {
+            map.insert(field.to_owned(), Value::String("/".to_owned()));
+        }
+    }
+    true
+}
+
+fn plain_bad_request(detail: &str) -> Value {
+    plain(bad_request(detail).into_response())
+}
+
+fn plain_bad_request_with(status: StatusCode) -> Value {
+    plain(
+        Problem::new(
+            status,
+            "invalid-request",
+            "Invalid request",
+            "The request could not be read.",
+        )
+        .into_response(),
+    )
+}
+
+/// The shape both API Gateway versions and function URLs accept.
+fn plain(response: Response<Body>) -> Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/problem+json")
+        .to_owned();
+    serde_json::json!({
+        "statusCode": response.status().as_u16(),
+        "headers": { "content-type": content_type },
+        "body": String::from_utf8_lossy(response.body()),
+        "isBase64Encoded": false,
+    })
+}
