@@ -17,6 +17,9 @@ use crate::idempotency::IdempotencyConfig;
 /// Default Redis endpoint: a local `redis-server`.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
+/// Default CloudWatch namespace of the EMF metric lines.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "IdempotentOrders";
+
 /// Everything the function needs, typed and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -84,6 +87,12 @@ impl Config {
             )?,
             key_required: boolean(get, "IDEMPOTENCY_KEY_REQUIRED", defaults.key_required)?,
             methods: methods(get, "IDEMPOTENCY_METHODS", defaults.methods.clone())?,
+            // Unset: the default namespace; set but empty: no metric lines.
+            metrics_namespace: match lookup("METRICS_NAMESPACE") {
+                None => Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
+                Some(ns) if ns.trim().is_empty() => None,
+                Some(ns) => Some(ns.trim().to_owned()),
+            },
             ..defaults
         };
         Ok(Self {
@@ -190,7 +199,11 @@ mod tests {
         assert_eq!(config.redis_url, DEFAULT_REDIS_URL);
         assert_eq!(config.redis_timeout, Duration::from_millis(500));
         assert_eq!(config.redis_ca_file, None);
-        assert_eq!(config.idempotency, IdempotencyConfig::default());
+        let expected = IdempotencyConfig {
+            metrics_namespace: Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
+            ..IdempotencyConfig::default()
+        };
+        assert_eq!(config.idempotency, expected);
     }
 
     #[test]
@@ -205,6 +218,7 @@ mod tests {
             ("IDEMPOTENCY_DEFAULT_LEASE_SECS", "10"),
             ("IDEMPOTENCY_KEY_REQUIRED", "false"),
             ("IDEMPOTENCY_METHODS", "post, put"),
+            ("METRICS_NAMESPACE", "Shop/Orders"),
         ])
         .unwrap();
         assert_eq!(config.redis_timeout, Duration::from_millis(250));
@@ -216,6 +230,9 @@ mod tests {
         assert_eq!(idem.default_lease, Duration::from_secs(10));
         assert!(!idem.key_required);
         assert_eq!(idem.methods, vec![Method::POST, Method::PUT]);
+        assert_eq!(idem.metrics_namespace.as_deref(), Some("Shop/Orders"));
+        let off = from(&[("METRICS_NAMESPACE", "")]).unwrap();
+        assert_eq!(off.idempotency.metrics_namespace, None);
     }
 
     #[test]

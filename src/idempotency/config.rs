@@ -30,6 +30,10 @@ pub struct IdempotencyConfig {
     pub methods: Vec<Method>,
     /// `Retry-After` sent with a `503` when the store is unavailable.
     pub unavailable_retry_after: Duration,
+    /// CloudWatch namespace of the EMF metric lines written to stdout, or
+    /// `None` for no metric lines (the library default, so tests stay quiet;
+    /// the binary's default is `IdempotentOrders`).
+    pub metrics_namespace: Option<String>,
 }
 
 impl Default for IdempotencyConfig {
@@ -43,6 +47,7 @@ impl Default for IdempotencyConfig {
             key_required: true,
             methods: vec![Method::POST, Method::PATCH],
             unavailable_retry_after: Duration::from_secs(1),
+            metrics_namespace: None,
         }
     }
 }

@@ -8,7 +8,7 @@
 //! - [`store`]: the persistence trait, with [`redis_store`] and
 //!   [`memory_store`];
 //! - [`layer`] + [`service`]: the tower middleware; [`error`]: the one
-//!   mapping from the layer's errors to HTTP.
+//!   mapping from the layer's errors to HTTP; [`metrics`]: CloudWatch EMF lines.
 
 pub mod config;
 pub mod decision;
@@ -17,6 +17,7 @@ pub mod fingerprint;
 pub mod key;
 pub mod layer;
 pub mod memory_store;
+pub mod metrics;
 pub mod record;
 pub mod redis_store;
 pub mod service;

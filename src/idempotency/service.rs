@@ -24,6 +24,7 @@ use super::decision::{decide, NextAction};
 use super::error::{IdempotencyError, StoreError};
 use super::fingerprint::Fingerprint;
 use super::key::{IdempotencyKey, KeyError, StoreKey};
+use super::metrics;
 use super::record::{OwnerToken, StoredResponse};
 use super::store::IdempotencyStore;
 use crate::apigw;
@@ -123,29 +124,52 @@ impl Outcome {
     }
 }
 
-fn finish(
-    outcome: Outcome,
-    key: Option<&StoreKey>,
-    response: Response<Body>,
+/// Per-request bookkeeping for the one log line and the metrics line.
+struct Tally<'a> {
+    config: &'a IdempotencyConfig,
     started: Instant,
-) -> Response<Body> {
-    tracing::info!(
-        outcome = outcome.as_str(),
-        key_hash = key.map_or("-", StoreKey::hash),
-        status = response.status().as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "idempotency"
-    );
-    response
+    /// Time spent inside the wrapped handler (not the layer's overhead).
+    handler: Duration,
 }
 
-fn reject(
-    error: IdempotencyError,
-    outcome: Outcome,
-    key: Option<&StoreKey>,
-    started: Instant,
-) -> Response<Body> {
-    finish(outcome, key, error.to_problem().into_response(), started)
+impl Tally<'_> {
+    fn finish(
+        &self,
+        outcome: Outcome,
+        key: Option<&StoreKey>,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let total = self.started.elapsed();
+        tracing::info!(
+            outcome = outcome.as_str(),
+            key_hash = key.map_or("-", StoreKey::hash),
+            status = response.status().as_u16(),
+            duration_ms = total.as_secs_f64() * 1000.0,
+            "idempotency"
+        );
+        if let Some(namespace) = &self.config.metrics_namespace {
+            let overhead = total.saturating_sub(self.handler);
+            metrics::emit(namespace, outcome.as_str(), overhead);
+        }
+        response
+    }
+
+    fn reject(
+        &self,
+        error: IdempotencyError,
+        outcome: Outcome,
+        key: Option<&StoreKey>,
+    ) -> Response<Body> {
+        self.finish(outcome, key, error.to_problem().into_response())
+    }
+}
+
+/// Runs the handler, adding its duration to the tally.
+async fn timed<F: Future>(tally: &mut Tally<'_>, future: F) -> F::Output {
+    let started = Instant::now();
+    let output = future.await;
+    tally.handler += started.elapsed();
+    output
 }
 
 /// The whole per-request flow; never fails (errors become responses).
@@ -162,10 +186,16 @@ where
     S::Error: Display,
     St: IdempotencyStore,
 {
-    let started = Instant::now();
+    let mut tally = Tally {
+        config,
+        started: Instant::now(),
+        handler: Duration::ZERO,
+    };
     if !config.covers(req.method()) {
-        let response = run_handler(inner, req).await.unwrap_or_else(handler_failed);
-        return finish(Outcome::Passthrough, None, response, started);
+        let response = timed(&mut tally, run_handler(inner, req))
+            .await
+            .unwrap_or_else(handler_failed);
+        return tally.finish(Outcome::Passthrough, None, response);
     }
     let key = match IdempotencyKey::from_headers(req.headers()) {
         Ok(Some(key)) => key,
@@ -173,11 +203,13 @@ where
             tracing::warn!(
                 "no Idempotency-Key header: running the request without idempotency protection"
             );
-            let response = run_handler(inner, req).await.unwrap_or_else(handler_failed);
-            return finish(Outcome::Unprotected, None, response, started);
+            let response = timed(&mut tally, run_handler(inner, req))
+                .await
+                .unwrap_or_else(handler_failed);
+            return tally.finish(Outcome::Unprotected, None, response);
         }
-        Ok(None) => return reject(KeyError::Missing.into(), Outcome::MissingKey, None, started),
-        Err(e) => return reject(e.into(), Outcome::InvalidKey, None, started),
+        Ok(None) => return tally.reject(KeyError::Missing.into(), Outcome::MissingKey, None),
+        Err(e) => return tally.reject(e.into(), Outcome::InvalidKey, None),
     };
 
     let method = req.method().as_str();
@@ -225,12 +257,7 @@ where
     let existing = match claimed {
         Ok(existing) => existing,
         Err(source) => {
-            return reject(
-                unavailable(source),
-                Outcome::StoreError,
-                Some(&store_key),
-                started,
-            )
+            return tally.reject(unavailable(source), Outcome::StoreError, Some(&store_key))
         }
     };
     let action = decide(existing.as_ref(), &fingerprint, &owner);
@@ -241,29 +268,24 @@ where
         // handler could execute the request twice.
         release(store, &store_key, &owner).await;
         let error = unavailable(StoreError::LeaseExpired(claim_took));
-        return reject(error, Outcome::StoreError, Some(&store_key), started);
+        return tally.reject(error, Outcome::StoreError, Some(&store_key));
     }
     match action {
-        NextAction::Replay(stored) => finish(
-            Outcome::Replayed,
-            Some(&store_key),
-            stored.replay(),
-            started,
-        ),
-        NextAction::InProgress { retry_after_secs } => reject(
+        NextAction::Replay(stored) => {
+            tally.finish(Outcome::Replayed, Some(&store_key), stored.replay())
+        }
+        NextAction::InProgress { retry_after_secs } => tally.reject(
             IdempotencyError::InProgress { retry_after_secs },
             Outcome::InProgress,
             Some(&store_key),
-            started,
         ),
-        NextAction::Mismatch => reject(
+        NextAction::Mismatch => tally.reject(
             IdempotencyError::Mismatch,
             Outcome::Mismatch,
             Some(&store_key),
-            started,
         ),
         NextAction::Execute => {
-            let response = match run_handler(inner, req).await {
+            let response = match timed(&mut tally, run_handler(inner, req)).await {
                 Ok(response) if is_storable(response.status()) => {
                     let stored = StoredResponse::capture(&response);
                     complete(store, config, &store_key, &owner, &stored, deadline).await;
@@ -278,7 +300,7 @@ where
                     handler_failed(failure)
                 }
             };
-            finish(Outcome::Executed, Some(&store_key), response, started)
+            tally.finish(Outcome::Executed, Some(&store_key), response)
         }
     }
 }
