@@ -11,12 +11,13 @@ as_root() {
 PY_USER_BIN="$(python3 -c 'import site; print(site.USER_BASE)' 2>/dev/null || echo "$HOME/.local")/bin"
 export PATH="$PATH:$PY_USER_BIN:$HOME/.local/bin"
 
-# redis-server for the tests; openssl makes the TLS tests' certificates.
+# redis-server for the tests; openssl makes the TLS tests' certificates;
+# procps' kill(1) lets the Lambda harness pause, resume and kill instances.
 ensure_redis_server() {
-  if have redis-server && have redis-cli && have openssl; then return; fi
-  echo "==> installing redis-server and openssl (apt)"
+  if have redis-server && have redis-cli && have openssl && [ -x /bin/kill -o -x /usr/bin/kill ]; then return; fi
+  echo "==> installing redis-server, openssl and procps (apt)"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl procps >/dev/null
 }
 
 # pip_install <command> <package>: installs <package> from PyPI if <command> is missing.

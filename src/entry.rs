@@ -95,7 +95,9 @@ async fn answer_in_origin_shape(
     }
     let request = match serde_json::from_value::<LambdaRequest>(event) {
         Ok(request) => request,
-        Err(_) => return plain(problem.into_response()),
+        Err(_) => {
+            return plain_bad_request("The event is not an API Gateway or function URL HTTP event.")
+        }
     };
     let mut adapter = Adapter::from(service_fn(move |_| {
         let response = problem.clone().into_response();

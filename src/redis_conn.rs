@@ -87,7 +87,12 @@ where
     loop {
         match tokio::time::timeout(timeout, op()).await {
             Err(_) => return Err(RedisCallError::Timeout(timeout)),
-            Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
+            // A response timeout is not retried: the server may be slow, not gone.
+            Ok(Err(e))
+                if !retried
+                    && !e.is_timeout()
+                    && (e.is_connection_dropped() || e.is_io_error()) =>
+            {
                 tracing::debug!(error = %e, "redis connection dropped; retrying once");
                 retried = true;
             }

@@ -54,6 +54,17 @@ impl TryFrom<&[u8]> for NewOrder {
     type Error = OrderInputError;
 
     fn try_from(body: &[u8]) -> Result<Self, OrderInputError> {
+        // serde's derived struct also accepts the sequence form
+        // `["Tea", 1]`; an order is only ever a JSON object.
+        match body.iter().find(|b| !b.is_ascii_whitespace()) {
+            None | Some(b'{') => {}
+            Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() => {
+                return Err(OrderInputError::Invalid(
+                    "the order must be a JSON object".to_owned(),
+                ))
+            }
+            Some(_) => {}
+        }
         let request: OrderRequest = serde_json::from_slice(body).map_err(|e| {
             if e.is_data() {
                 OrderInputError::Invalid(format!("invalid order: {e}"))
@@ -118,23 +129,29 @@ impl Order {
     }
 }
 
-/// Formats a time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// The UTC calendar date `(year, month 1–12, day 1–31)` of a day count
+/// since 1970-01-01.
 ///
 /// Hand-rolled (Howard Hinnant's civil-from-days) to avoid a date crate for
 /// one timestamp.
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
     let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
+    let doe = z.rem_euclid(146_097);
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
     let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
+
+/// Formats a time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
     format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
         rem / 3600,
@@ -185,6 +202,7 @@ mod tests {
             r#"{"product":"Tea"}"#,
             r#"{"product":"Tea","quantity":1,"price":3}"#,
             r#"[1,2]"#,
+            r#"["Tea",1]"#,
         ] {
             assert!(
                 matches!(parse(body), Err(OrderInputError::Invalid(_))),

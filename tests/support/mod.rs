@@ -6,6 +6,9 @@
 //! that is a failure that says how to install it.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod harness;
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
