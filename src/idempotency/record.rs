@@ -2,6 +2,9 @@
 //! fingerprint, owner) and, once complete, the [`StoredResponse`] that is
 //! replayed byte for byte.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
 use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 
@@ -30,9 +33,16 @@ const PER_REQUEST_HEADERS: &[&str] = &[
 pub struct OwnerToken(String);
 
 impl OwnerToken {
-    /// A fresh random (v4) token.
+    /// A fresh token, unique across instances and invocations: a random
+    /// (v4) per-process prefix and a per-process counter. Only uniqueness
+    /// matters here, and one random draw per process saves a `getrandom`
+    /// system call per request.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
+        static PROCESS: OnceLock<String> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PROCESS.get_or_init(|| uuid::Uuid::new_v4().simple().to_string());
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self(format!("{prefix}-{n}"))
     }
 
     /// The token as stored.
@@ -214,6 +224,13 @@ mod tests {
         assert_eq!(replayed.headers()["x-custom"], "a:b");
         assert_eq!(replayed.headers()[REPLAYED_HEADER], "true");
         assert_eq!(replayed.body(), &Body::Text(r#"{"ok":true}"#.to_owned()));
+    }
+
+    #[test]
+    fn owner_tokens_are_unique() {
+        let tokens: std::collections::HashSet<_> =
+            (0..1000).map(|_| OwnerToken::generate()).collect();
+        assert_eq!(tokens.len(), 1000);
     }
 
     #[test]
