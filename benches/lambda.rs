@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use idempotent_orders::idempotency::{Fingerprint, IdempotencyKey, StoreKey};
 use serde_json::{json, Value};
-use support::harness::{v2_event, Harness};
+use support::harness::{order_event as order, v2_event, Harness};
 use support::RedisServer;
 
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -34,48 +34,21 @@ const TEA: &str = r#"{"product":"Tea","quantity":1}"#;
 const PER_PATH: usize = 2_000;
 const ROUND: usize = 200;
 
-fn order(key: &str, body: &str) -> Value {
-    v2_event(
-        "POST",
-        "/orders",
-        &[
-            ("content-type", "application/json"),
-            ("idempotency-key", key),
-        ],
-        Some(body),
-    )
-}
-
 fn get(path: &str) -> Value {
     v2_event("GET", path, &[], None)
 }
 
 fn build() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "idempotent-orders",
-        ])
-        .args([
-            "--example",
-            "floor-echo",
-            "--example",
-            "floor-one-rtt",
-            "--example",
-            "layer-echo",
-        ])
-        .current_dir(dir)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --release failed");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| dir.join("target"), |t| dir.join(t))
-        .join("release")
+    support::harness::build_release(&[
+        "--bin",
+        "idempotent-orders",
+        "--example",
+        "floor-echo",
+        "--example",
+        "floor-one-rtt",
+        "--example",
+        "layer-echo",
+    ])
 }
 
 async fn start(binary: &Path, instances: usize, redis: &RedisServer) -> Harness {

@@ -14,24 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::harness::{release_binary, v2_event, Harness, Outcome};
+use support::harness::{order_event as order, release_binary, v2_event, Harness, Outcome};
 use support::proxy::{socket_addr, TcpProxy};
 use support::RedisServer;
 
 const DEADLINE: Duration = Duration::from_secs(3);
 const TEA: &str = r#"{"product":"Tea","quantity":1}"#;
-
-fn order(key: &str, body: &str) -> Value {
-    v2_event(
-        "POST",
-        "/orders",
-        &[
-            ("content-type", "application/json"),
-            ("idempotency-key", key),
-        ],
-        Some(body),
-    )
-}
 
 fn env(url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut vars = vec![("REDIS_URL".to_owned(), url.to_owned())];

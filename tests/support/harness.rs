@@ -32,7 +32,7 @@ use tokio::task::JoinHandle;
 // Re-exported for the tests; a test binary that uses only part of
 // `support` would otherwise warn about the rest.
 #[allow(unused_imports)]
-pub use event::{clf_time, v2_event};
+pub use event::{clf_time, order_event, v2_event};
 #[allow(unused_imports)]
 pub use outcome::{base64_decode, ApiResponse, Outcome};
 use runtime_api::{Endpoint, Finished, Status};
@@ -53,16 +53,24 @@ pub fn release_binary() -> PathBuf {
 }
 
 fn build_release_binary() -> PathBuf {
+    let binary = build_release(&["--bin", "idempotent-orders"]).join("idempotent-orders");
+    assert!(
+        binary.is_file(),
+        "cargo built the release binary but {} does not exist",
+        binary.display()
+    );
+    binary
+}
+
+/// Runs `cargo build --release --locked <targets>` in this package and
+/// returns the release output directory; panics with cargo's output if the
+/// build fails. Shared with the benchmark.
+pub fn build_release(targets: &[&str]) -> PathBuf {
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let output = Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "idempotent-orders",
-        ])
+        .args(["build", "--release", "--locked"])
+        .args(targets)
         .current_dir(manifest_dir)
         .stdin(Stdio::null())
         .output()
@@ -78,13 +86,7 @@ fn build_release_binary() -> PathBuf {
         Some(dir) => manifest_dir.join(dir), // an absolute `dir` replaces the base
         None => manifest_dir.join("target"),
     };
-    let binary = target_dir.join("release").join("idempotent-orders");
-    assert!(
-        binary.is_file(),
-        "cargo built the release binary but {} does not exist",
-        binary.display()
-    );
-    binary
+    target_dir.join("release")
 }
 
 /// One process and its Runtime API server.

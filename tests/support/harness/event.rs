@@ -88,3 +88,16 @@ pub fn clf_time(secs: u64) -> String {
         rest % 60
     )
 }
+
+/// A `POST /orders` v2 event with a JSON `body` under idempotency `key`.
+pub fn order_event(key: &str, body: &str) -> Value {
+    v2_event(
+        "POST",
+        "/orders",
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ],
+        Some(body),
+    )
+}
