@@ -12,12 +12,14 @@ PY_USER_BIN="$(python3 -c 'import site; print(site.USER_BASE)' 2>/dev/null || ec
 export PATH="$PATH:$PY_USER_BIN:$HOME/.local/bin"
 
 # redis-server for the tests; openssl makes the TLS tests' certificates;
-# procps' kill(1) lets the Lambda harness pause, resume and kill instances.
+# procps' kill(1) and pgrep let the tests pause, resume and reap processes;
+# curl drives cargo lambda watch end to end.
 ensure_redis_server() {
-  if have redis-server && have redis-cli && have openssl && [ -x /bin/kill -o -x /usr/bin/kill ]; then return; fi
-  echo "==> installing redis-server, openssl and procps (apt)"
+  if have redis-server && have redis-cli && have openssl && have curl && have pgrep \
+    && [ -x /bin/kill -o -x /usr/bin/kill ]; then return; fi
+  echo "==> installing redis-server, openssl, procps and curl (apt)"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl procps >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server openssl procps curl >/dev/null
 }
 
 # pip_install <command> <package>: installs <package> from PyPI if <command> is missing.

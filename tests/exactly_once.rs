@@ -1127,3 +1127,28 @@ async fn every_request_logs_one_json_line_and_one_emf_metric_line_with_its_outco
     assert_eq!(metrics, expected, "{logs}");
     assert_eq!(outcomes, expected, "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_instance_keeps_one_redis_connection_across_all_its_invocations() {
+    let redis = RedisServer::start();
+    let lambda = instances(4, &redis.url()).await;
+    for round in 0..50 {
+        let events = (0..4)
+            .map(|i| (i, order(&format!("reuse-{i}-{}", round % 10), TEA)))
+            .collect();
+        for outcome in lambda.invoke_many(events, DEADLINE).await {
+            assert!(matches!(outcome.status(), Some(201) | Some(409)));
+        }
+    }
+    // CLIENT LIST from a fresh connection: one line per client, ours included.
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut redis.conn())
+        .unwrap();
+    let count = clients.lines().filter(|l| !l.trim().is_empty()).count();
+    assert_eq!(
+        count - 1,
+        4,
+        "one connection per instance after 200 invocations:\n{clients}"
+    );
+}

@@ -406,3 +406,47 @@ pub fn assert_problem(response: &Response<Body>, status: u16) {
         );
     }
 }
+
+/// One line of `events/expected_status.txt`.
+pub struct ExpectedStatus {
+    /// The event file in `events/`.
+    pub file: String,
+    /// The status it must get.
+    pub status: u16,
+    /// Whether that answer is a replay.
+    pub replay: bool,
+}
+
+/// `events/expected_status.txt`, checked to list every event file once.
+pub fn expected_statuses() -> Vec<ExpectedStatus> {
+    let dir = format!("{}/events", env!("CARGO_MANIFEST_DIR"));
+    let table =
+        std::fs::read_to_string(format!("{dir}/expected_status.txt")).expect("expected_status.txt");
+    let expected: Vec<ExpectedStatus> = table
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let file = parts.next().expect("file").to_owned();
+            let status = parts.next().and_then(|s| s.parse().ok()).expect("status");
+            ExpectedStatus {
+                file,
+                status,
+                replay: parts.next() == Some("replay"),
+            }
+        })
+        .collect();
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("events/")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".json"))
+        .collect();
+    files.sort();
+    let listed: Vec<String> = expected.iter().map(|e| e.file.clone()).collect();
+    assert_eq!(
+        listed, files,
+        "events/expected_status.txt must list every event, in order"
+    );
+    expected
+}
