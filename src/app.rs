@@ -5,13 +5,13 @@
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::tower::{Layer, ServiceExt};
 use lambda_http::{Body, Request, Response};
-use redis::aio::ConnectionManager;
 
 use crate::apigw::route_path;
 use crate::config::Config;
 use crate::idempotency::{Idempotency, IdempotencyLayer, RedisStore};
 use crate::orders::{get_order, CreateOrder, OrderRepo};
 use crate::problem::Problem;
+use crate::redis_conn::RedisConn;
 
 /// The whole function: routes requests to the handlers.
 #[derive(Clone)]
@@ -39,7 +39,7 @@ fn route(path: &str) -> Route {
 
 impl App {
     /// The function over the instance's shared Redis connection.
-    pub fn new(conn: ConnectionManager, config: &Config) -> Self {
+    pub fn new(conn: RedisConn, config: &Config) -> Self {
         let repo = OrderRepo::new(conn.clone(), config.redis_timeout);
         let store = RedisStore::new(conn, config.redis_timeout);
         let layer = IdempotencyLayer::new(store, config.idempotency.clone());

@@ -28,6 +28,8 @@ pub struct Config {
     pub redis_url: String,
     /// `REDIS_TIMEOUT_MS`: bound on every Redis command and connect.
     pub redis_timeout: Duration,
+    /// `REDIS_CLUSTER`: `REDIS_URL` is a cluster-mode endpoint (seed node).
+    pub redis_cluster: bool,
     /// `REDIS_CA_FILE`: a PEM CA bundle to trust for `rediss://` instead of
     /// the public (webpki) roots, e.g. for a local TLS Redis.
     pub redis_ca_file: Option<PathBuf>,
@@ -66,6 +68,7 @@ impl Config {
 
         let redis_timeout = millis(get, "REDIS_TIMEOUT_MS", Duration::from_millis(500))?;
         let redis_ca_file = get("REDIS_CA_FILE").map(PathBuf::from);
+        let redis_cluster = boolean(get, "REDIS_CLUSTER", false)?;
         let key_prefix = match get("IDEMPOTENCY_KEY_PREFIX") {
             None => defaults.key_prefix.clone(),
             Some(prefix) if prefix.bytes().all(|b| b.is_ascii_graphic()) => prefix,
@@ -98,6 +101,7 @@ impl Config {
         Ok(Self {
             redis_url,
             redis_timeout,
+            redis_cluster,
             redis_ca_file,
             idempotency,
         })
@@ -199,6 +203,7 @@ mod tests {
         assert_eq!(config.redis_url, DEFAULT_REDIS_URL);
         assert_eq!(config.redis_timeout, Duration::from_millis(500));
         assert_eq!(config.redis_ca_file, None);
+        assert!(!config.redis_cluster);
         let expected = IdempotencyConfig {
             metrics_namespace: Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
             ..IdempotencyConfig::default()
@@ -212,6 +217,7 @@ mod tests {
             ("REDIS_URL", "rediss://user:pw@cache.example:6380"),
             ("REDIS_TIMEOUT_MS", "250"),
             ("REDIS_CA_FILE", "/etc/ca.pem"),
+            ("REDIS_CLUSTER", "true"),
             ("IDEMPOTENCY_KEY_PREFIX", "idem"),
             ("IDEMPOTENCY_RETENTION_SECS", "3600"),
             ("IDEMPOTENCY_LEASE_CAP_SECS", "30"),
@@ -223,6 +229,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.redis_timeout, Duration::from_millis(250));
         assert_eq!(config.redis_ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert!(config.redis_cluster);
         let idem = &config.idempotency;
         assert_eq!(idem.key_prefix, "idem");
         assert_eq!(idem.retention, Duration::from_secs(3600));

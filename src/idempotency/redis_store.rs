@@ -14,7 +14,6 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, ScriptInvocation, Value};
 
 use super::error::StoreError;
@@ -22,7 +21,7 @@ use super::fingerprint::Fingerprint;
 use super::key::StoreKey;
 use super::record::{BodyKind, OwnerToken, Record, RecordState, StoredResponse};
 use super::store::IdempotencyStore;
-use crate::redis_conn;
+use crate::redis_conn::{self, RedisConn};
 
 /// Creates the in-progress record, or returns the existing one's fields in
 /// a fixed order (no field names: a smaller reply to parse) and its TTL.
@@ -59,7 +58,7 @@ return 0
 /// Idempotency records in Redis (standalone; ElastiCache or local).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     timeout: Duration,
     claim: Script,
     complete: Script,
@@ -68,7 +67,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A store over a shared connection; every call is bounded by `timeout`.
-    pub fn new(conn: ConnectionManager, timeout: Duration) -> Self {
+    pub fn new(conn: RedisConn, timeout: Duration) -> Self {
         Self {
             conn,
             timeout,

@@ -2,12 +2,11 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use thiserror::Error;
 
 use super::model::Order;
-use crate::redis_conn::{self, RedisCallError};
+use crate::redis_conn::{self, RedisCallError, RedisConn};
 
 /// A failure reading or writing orders.
 #[derive(Debug, Error)]
@@ -23,7 +22,7 @@ pub enum RepoError {
 /// Reads and writes orders over the instance's shared connection.
 #[derive(Clone)]
 pub struct OrderRepo {
-    conn: ConnectionManager,
+    conn: RedisConn,
     timeout: Duration,
 }
 
@@ -34,7 +33,7 @@ pub fn order_key(id: &str) -> String {
 
 impl OrderRepo {
     /// A repository over `conn`; every call is bounded by `timeout`.
-    pub fn new(conn: ConnectionManager, timeout: Duration) -> Self {
+    pub fn new(conn: RedisConn, timeout: Duration) -> Self {
         Self { conn, timeout }
     }
 

@@ -157,6 +157,11 @@ impl RedisServer {
             && &reply == b"+PONG\r\n"
     }
 
+    /// The server's TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// The server's URL (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() {
@@ -330,12 +335,13 @@ pub fn config(server: &RedisServer) -> Config {
         redis_url: server.url(),
         redis_timeout: Duration::from_millis(500),
         redis_ca_file: server.ca_file(),
+        redis_cluster: false,
         idempotency: IdempotencyConfig::default(),
     }
 }
 
 /// A Redis connection as the binary makes it (one per instance).
-pub fn connection(config: &Config) -> redis::aio::ConnectionManager {
+pub fn connection(config: &Config) -> redis_conn::RedisConn {
     redis_conn::connect(config).expect("connection manager")
 }
 
@@ -449,4 +455,85 @@ pub fn expected_statuses() -> Vec<ExpectedStatus> {
         "events/expected_status.txt must list every event, in order"
     );
     expected
+}
+
+/// A local Redis Cluster of three masters (no replicas), each a
+/// `redis-server` on a free port, joined with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    /// The three master nodes.
+    pub nodes: Vec<RedisServer>,
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    /// Starts the nodes, creates the cluster and waits for `cluster_state:ok`.
+    pub fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("idem-cluster-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|i| {
+                let conf = dir.join(format!("nodes-{i}.conf")).display().to_string();
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf,
+                ])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli is required ({e}); {INSTALL_HINT}"));
+        assert!(
+            output.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let cluster = Self { nodes, dir };
+        let started = Instant::now();
+        while !cluster.nodes.iter().all(|n| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut n.conn())
+                .unwrap_or_default();
+            info.contains("cluster_state:ok")
+        }) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the cluster never became ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// The function's configuration for this cluster (seed: the first node).
+    pub fn config(&self) -> Config {
+        Config {
+            redis_cluster: true,
+            ..config(&self.nodes[0])
+        }
+    }
+
+    /// Keys matching `pattern` on every node, summed.
+    pub fn count(&self, pattern: &str) -> usize {
+        self.nodes.iter().map(|n| n.count(pattern)).sum()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
