@@ -459,3 +459,37 @@ async fn a_slow_store_never_holds_the_function_past_its_deadline() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test]
+async fn a_password_in_the_url_works_and_a_wrong_one_gives_503_without_leaking_it() {
+    let redis = RedisServer::start_with(&["--requirepass", "s3cret-pw"]);
+    let with_password = |password: &str| {
+        let mut config = support::config(&redis);
+        config.redis_url = format!("redis://:{password}@127.0.0.1:{}", redis.port());
+        config
+    };
+    let (good, bad) = (with_password("s3cret-pw"), with_password("wrong-pw"));
+    let handler = || service_fn(|_req: Request| async { ok(1) });
+    let store = |config: &idempotent_orders::Config| {
+        RedisStore::new(connection(config), config.redis_timeout)
+    };
+    let good_svc =
+        IdempotencyLayer::new(store(&good), IdempotencyConfig::default()).layer(handler());
+    let bad_svc = IdempotencyLayer::new(store(&bad), IdempotencyConfig::default()).layer(handler());
+    let logs = Logs::capture();
+
+    assert_eq!(send(&good_svc, request("k-auth")).await.status(), 201);
+    assert!(replayed(&send(&good_svc, request("k-auth")).await));
+    let refused = send(&bad_svc, request("k-auth-2")).await;
+
+    assert_problem(&refused, 503);
+    let text = logs.text();
+    assert!(text.contains("idempotency claim failed"), "{text}");
+    for secret in ["s3cret-pw", "wrong-pw"] {
+        assert!(
+            !text.contains(secret),
+            "a password reached the logs: {text}"
+        );
+        assert!(!String::from_utf8_lossy(&body(&refused)).contains(secret));
+    }
+}
