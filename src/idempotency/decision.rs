@@ -28,7 +28,7 @@ pub enum NextAction {
 /// but its reply was lost (a dropped connection, retried once): the claim is
 /// ours, so we execute.
 pub fn decide(
-    existing: Option<&Record>,
+    existing: Option<Record>,
     fingerprint: &Fingerprint,
     owner: &OwnerToken,
 ) -> NextAction {
@@ -38,8 +38,9 @@ pub fn decide(
     if record.fingerprint != *fingerprint {
         return NextAction::Mismatch;
     }
-    match &record.state {
-        RecordState::Completed(response) => NextAction::Replay(response.clone()),
+    // By value: a replay moves the stored body instead of copying it.
+    match record.state {
+        RecordState::Completed(response) => NextAction::Replay(response),
         RecordState::InProgress if record.owner == *owner => NextAction::Execute,
         RecordState::InProgress => NextAction::InProgress {
             retry_after_secs: record.ttl_ms.div_ceil(1000).max(1),
@@ -87,7 +88,7 @@ mod tests {
     fn completed_record_with_same_fingerprint_is_replayed() {
         let r = record("a", "other", RecordState::Completed(stored()), 1000);
         assert_eq!(
-            decide(Some(&r), &fp("a"), &me()),
+            decide(Some(r.clone()), &fp("a"), &me()),
             NextAction::Replay(stored())
         );
     }
@@ -96,7 +97,7 @@ mod tests {
     fn in_progress_record_of_another_owner_is_in_progress_with_seconds_left() {
         let r = record("a", "other", RecordState::InProgress, 2_001);
         assert_eq!(
-            decide(Some(&r), &fp("a"), &me()),
+            decide(Some(r.clone()), &fp("a"), &me()),
             NextAction::InProgress {
                 retry_after_secs: 3
             }
@@ -107,7 +108,7 @@ mod tests {
     fn retry_after_is_at_least_one_second() {
         let r = record("a", "other", RecordState::InProgress, 0);
         assert_eq!(
-            decide(Some(&r), &fp("a"), &me()),
+            decide(Some(r.clone()), &fp("a"), &me()),
             NextAction::InProgress {
                 retry_after_secs: 1
             }
@@ -117,7 +118,10 @@ mod tests {
     #[test]
     fn in_progress_record_holding_our_token_means_execute() {
         let r = record("a", "me", RecordState::InProgress, 5_000);
-        assert_eq!(decide(Some(&r), &fp("a"), &me()), NextAction::Execute);
+        assert_eq!(
+            decide(Some(r.clone()), &fp("a"), &me()),
+            NextAction::Execute
+        );
     }
 
     #[test]
@@ -125,11 +129,11 @@ mod tests {
         let in_progress = record("a", "other", RecordState::InProgress, 5_000);
         let completed = record("a", "other", RecordState::Completed(stored()), 5_000);
         assert_eq!(
-            decide(Some(&in_progress), &fp("b"), &me()),
+            decide(Some(in_progress.clone()), &fp("b"), &me()),
             NextAction::Mismatch
         );
         assert_eq!(
-            decide(Some(&completed), &fp("b"), &me()),
+            decide(Some(completed.clone()), &fp("b"), &me()),
             NextAction::Mismatch
         );
     }

@@ -146,14 +146,15 @@ impl StoredResponse {
     }
 
     /// Rebuilds the response, marked with `Idempotent-Replayed: true`.
-    pub fn replay(&self) -> Response<Body> {
+    /// Consumes the record's copy: the body bytes move, they are not copied.
+    pub fn replay(self) -> Response<Body> {
         let body = match self.body_kind {
             BodyKind::Empty => Body::Empty,
-            BodyKind::Text => match String::from_utf8(self.body.clone()) {
+            BodyKind::Text => match String::from_utf8(self.body) {
                 Ok(text) => Body::Text(text),
                 Err(bytes) => Body::Binary(bytes.into_bytes()),
             },
-            BodyKind::Binary => Body::Binary(self.body.clone()),
+            BodyKind::Binary => Body::Binary(self.body),
         };
         let mut response = Response::new(body);
         *response.status_mut() =

@@ -260,7 +260,7 @@ where
             return tally.reject(unavailable(source), Outcome::StoreError, Some(&store_key))
         }
     };
-    let action = decide(existing.as_ref(), &fingerprint, &owner);
+    let action = decide(existing, &fingerprint, &owner);
     let claim_took = claim_started.elapsed();
     if action == NextAction::Execute && claim_took + LEASE_SAFETY >= lease {
         // The claim's reply came back after our lease (nearly) ran out:
