@@ -384,3 +384,20 @@ impl Drop for Harness {
         }
     }
 }
+
+/// The environment of one function instance pointed at `redis_url`, plus
+/// `extra` variables.
+pub fn function_env(redis_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut vars = vec![("REDIS_URL".to_owned(), redis_url.to_owned())];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    vars
+}
+
+/// `n` instances of the release binary pointed at `redis_url`.
+pub async fn start_function(n: usize, redis_url: &str) -> Harness {
+    Harness::start(
+        &release_binary(),
+        (0..n).map(|_| function_env(redis_url, &[])).collect(),
+    )
+    .await
+}

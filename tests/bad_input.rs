@@ -1,0 +1,501 @@
+//! Bad input, end to end: 73 malformed requests through the release binary
+//! (Runtime API harness), each with the exact 4xx problem+json it must get,
+//! and the log and metric lines every request writes.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::harness::{
+    function_env as env, order_event as order, release_binary, start_function as instances,
+    v2_event, Harness, Outcome,
+};
+use support::RedisServer;
+
+const DEADLINE: Duration = Duration::from_secs(3);
+const TEA: &str = r#"{"product":"Tea","quantity":1}"#;
+
+/// A valid order event with one thing changed by `edit`.
+fn storm_event(i: usize, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut event = order(&format!("storm-{i}"), TEA);
+    edit(&mut event);
+    event
+}
+
+fn with_key(key: &str) -> impl FnOnce(&mut Value) + '_ {
+    move |e| e["headers"]["idempotency-key"] = key.into()
+}
+
+fn with_body(body: String) -> impl FnOnce(&mut Value) {
+    move |e| e["body"] = body.into()
+}
+
+fn path_event(method: &str, path: &str) -> Value {
+    v2_event(
+        method,
+        path,
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", "storm-path"),
+        ],
+        Some(TEA),
+    )
+}
+
+/// At least 60 malformed requests, each with the 4xx problem it must get.
+fn bad_inputs() -> Vec<(&'static str, Value, u16)> {
+    let nested =
+        |open: &str, close: &str| format!("{}{}", open.repeat(10_000), close.repeat(10_000));
+    let b64 = |text: &str| -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bytes = text.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+            for i in 0..4 {
+                out.push(if i <= chunk.len() {
+                    ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                });
+            }
+        }
+        out
+    };
+    let uuid = "01890a5d-ac96-774b-bcce-b302099a8057";
+    let mut i = 0;
+    let mut next = || {
+        i += 1;
+        i
+    };
+    let body = |json: &str| with_body(json.to_owned());
+    vec![
+        // The Idempotency-Key header.
+        ("empty key", storm_event(next(), with_key("")), 400),
+        ("blank key", storm_event(next(), with_key("   ")), 400),
+        (
+            "256-character key",
+            storm_event(next(), with_key(&"k".repeat(256))),
+            400,
+        ),
+        (
+            "1000-character key",
+            storm_event(next(), with_key(&"k".repeat(1000))),
+            400,
+        ),
+        ("non-ASCII key", storm_event(next(), with_key("café")), 400),
+        ("emoji key", storm_event(next(), with_key("\"😀\"")), 400),
+        (
+            "control character in key",
+            storm_event(next(), with_key("a\u{1}b")),
+            400,
+        ),
+        ("NUL in key", storm_event(next(), with_key("a\u{0}b")), 400),
+        ("DEL in key", storm_event(next(), with_key("a\u{7f}b")), 400),
+        ("newline in key", storm_event(next(), with_key("a\nb")), 400),
+        ("tab in key", storm_event(next(), with_key("a\tb")), 400),
+        ("space in key", storm_event(next(), with_key("a b")), 400),
+        (
+            "two keys joined by API Gateway",
+            storm_event(next(), with_key("a,b")),
+            400,
+        ),
+        (
+            "quoted key with a bad escape",
+            storm_event(next(), with_key("\"a\\qb\"")),
+            400,
+        ),
+        (
+            "quoted key without its closing quote",
+            storm_event(next(), with_key("\"abc")),
+            400,
+        ),
+        (
+            "two quoted keys",
+            storm_event(next(), with_key("\"a\", \"b\"")),
+            400,
+        ),
+        (
+            "empty quoted key",
+            storm_event(next(), with_key("\"\"")),
+            400,
+        ),
+        (
+            "missing key",
+            storm_event(next(), |e| {
+                drop(
+                    e["headers"]
+                        .as_object_mut()
+                        .unwrap()
+                        .remove("idempotency-key"),
+                )
+            }),
+            400,
+        ),
+        // Other headers.
+        (
+            "control character in another header",
+            storm_event(next(), |e| e["headers"]["x-note"] = "bell\u{7}".into()),
+            400,
+        ),
+        (
+            "header name with a space",
+            storm_event(next(), |e| e["headers"]["bad name"] = "x".into()),
+            400,
+        ),
+        (
+            "control character in content-type",
+            storm_event(next(), |e| {
+                e["headers"]["content-type"] = "application/json\u{1}".into()
+            }),
+            400,
+        ),
+        // Bodies.
+        ("not JSON", storm_event(next(), body("not json")), 400),
+        (
+            "truncated JSON",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":"#)),
+            400,
+        ),
+        ("empty body", storm_event(next(), body("")), 400),
+        (
+            "no body",
+            storm_event(next(), |e| drop(e.as_object_mut().unwrap().remove("body"))),
+            400,
+        ),
+        (
+            "1 MB of garbage",
+            storm_event(next(), with_body("x".repeat(1 << 20))),
+            400,
+        ),
+        (
+            "1 MB product name",
+            storm_event(
+                next(),
+                with_body(format!(
+                    r#"{{"product":"{}","quantity":1}}"#,
+                    "p".repeat(1 << 20)
+                )),
+            ),
+            422,
+        ),
+        (
+            "10,000 nested arrays",
+            storm_event(next(), with_body(nested("[", "]"))),
+            422,
+        ),
+        (
+            "10,000 nested objects",
+            storm_event(next(), with_body(nested("{\"a\":", "}"))),
+            422,
+        ),
+        (
+            "quantity 0",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":0}"#)),
+            422,
+        ),
+        (
+            "quantity 1001",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":1001}"#)),
+            422,
+        ),
+        (
+            "negative quantity",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":-5}"#)),
+            422,
+        ),
+        (
+            "quantity 1e30",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":1e30}"#)),
+            422,
+        ),
+        (
+            "quantity beyond u64",
+            storm_event(
+                next(),
+                body(r#"{"product":"Tea","quantity":99999999999999999999}"#),
+            ),
+            422,
+        ),
+        (
+            "fractional quantity",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":2.5}"#)),
+            422,
+        ),
+        (
+            "quantity as a string",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":"2"}"#)),
+            422,
+        ),
+        (
+            "product as a number",
+            storm_event(next(), body(r#"{"product":5,"quantity":1}"#)),
+            422,
+        ),
+        (
+            "null product",
+            storm_event(next(), body(r#"{"product":null,"quantity":1}"#)),
+            422,
+        ),
+        ("array body", storm_event(next(), body("[]")), 422),
+        (
+            "order as an array",
+            storm_event(next(), body(r#"["Tea",1]"#)),
+            422,
+        ),
+        ("string body", storm_event(next(), body("\"order\"")), 422),
+        ("number body", storm_event(next(), body("5")), 422),
+        ("null body", storm_event(next(), body("null")), 422),
+        (
+            "extra field",
+            storm_event(next(), body(r#"{"product":"Tea","quantity":1,"price":0}"#)),
+            422,
+        ),
+        (
+            "missing quantity",
+            storm_event(next(), body(r#"{"product":"Tea"}"#)),
+            422,
+        ),
+        (
+            "missing product",
+            storm_event(next(), body(r#"{"quantity":1}"#)),
+            422,
+        ),
+        (
+            "blank product",
+            storm_event(next(), body(r#"{"product":"  ","quantity":1}"#)),
+            422,
+        ),
+        (
+            "201-character product",
+            storm_event(
+                next(),
+                with_body(format!(
+                    r#"{{"product":"{}","quantity":1}}"#,
+                    "p".repeat(201)
+                )),
+            ),
+            422,
+        ),
+        (
+            "NUL in product",
+            storm_event(next(), body(r#"{"product":"T\u0000ea","quantity":1}"#)),
+            422,
+        ),
+        (
+            "duplicate field",
+            storm_event(
+                next(),
+                body(r#"{"product":"a","product":"b","quantity":1}"#),
+            ),
+            422,
+        ),
+        (
+            "base64 flag on invalid base64",
+            storm_event(next(), |e| {
+                e["isBase64Encoded"] = true.into();
+                e["body"] = "%%%not base64%%%".into()
+            }),
+            400,
+        ),
+        (
+            "base64 of non-JSON",
+            storm_event(next(), |e| {
+                e["isBase64Encoded"] = true.into();
+                e["body"] = b64("not json").into()
+            }),
+            400,
+        ),
+        (
+            "base64 JSON sent as text/plain",
+            storm_event(next(), |e| {
+                e["isBase64Encoded"] = true.into();
+                e["body"] = b64(TEA).into();
+                e["headers"]["content-type"] = "text/plain".into()
+            }),
+            415,
+        ),
+        // Content types.
+        (
+            "text/plain",
+            storm_event(next(), |e| {
+                e["headers"]["content-type"] = "text/plain".into()
+            }),
+            415,
+        ),
+        (
+            "no content-type",
+            storm_event(next(), |e| {
+                drop(e["headers"].as_object_mut().unwrap().remove("content-type"))
+            }),
+            415,
+        ),
+        (
+            "application/xml",
+            storm_event(next(), |e| {
+                e["headers"]["content-type"] = "application/xml".into()
+            }),
+            415,
+        ),
+        (
+            "multipart form data",
+            storm_event(next(), |e| {
+                e["headers"]["content-type"] = "multipart/form-data".into()
+            }),
+            415,
+        ),
+        // Methods and paths.
+        ("unknown route", path_event("GET", "/nope"), 404),
+        ("DELETE /orders", path_event("DELETE", "/orders"), 405),
+        ("PATCH /orders", path_event("PATCH", "/orders"), 405),
+        (
+            "PUT /orders/{id}",
+            path_event("PUT", &format!("/orders/{uuid}")),
+            405,
+        ),
+        (
+            "POST /orders/{id}",
+            path_event("POST", &format!("/orders/{uuid}")),
+            405,
+        ),
+        (
+            "id that is not a UUID",
+            path_event("GET", "/orders/not-a-uuid"),
+            404,
+        ),
+        ("trailing slash", path_event("GET", "/orders/"), 404),
+        ("upper-case route", path_event("GET", "/ORDERS"), 404),
+        (
+            "path below an order",
+            path_event("GET", &format!("/orders/{uuid}/items")),
+            404,
+        ),
+        (
+            "percent-encoded NUL id",
+            path_event("GET", "/orders/%00"),
+            404,
+        ),
+        (
+            "path with a space",
+            path_event("GET", "/orders with space"),
+            404,
+        ),
+        // Events that are not what API Gateway sends.
+        ("not an HTTP event", serde_json::json!({"not": "http"}), 400),
+        ("an array", serde_json::json!([1, 2, 3]), 400),
+        (
+            "no requestContext",
+            storm_event(next(), |e| {
+                drop(e.as_object_mut().unwrap().remove("requestContext"))
+            }),
+            400,
+        ),
+        (
+            "body that is a number",
+            storm_event(next(), |e| e["body"] = 5.into()),
+            400,
+        ),
+        (
+            "headers that are a list",
+            storm_event(next(), |e| e["headers"] = serde_json::json!(["a"])),
+            400,
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_malformed_requests_gets_clean_4xx_problems_and_creates_nothing() {
+    let redis = RedisServer::start();
+    let lambda = instances(1, &redis.url()).await;
+    let cases = bad_inputs();
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (name, event, expected) in &cases {
+        let outcome = lambda.invoke(0, event, DEADLINE).await;
+        let Outcome::Response { response, .. } = &outcome else {
+            failures.push(format!("{name}: {outcome:?}"));
+            continue;
+        };
+        let problem = response.json();
+        let well_formed = response.header("content-type") == Some("application/problem+json")
+            && problem["status"] == *expected
+            && ["type", "title", "detail"]
+                .iter()
+                .all(|f| problem[f].is_string());
+        if response.status != *expected || !well_formed {
+            failures.push(format!(
+                "{name}: expected {expected}, got {} {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            ));
+        }
+    }
+    assert!(lambda.is_alive(0), "{}", lambda.logs(0));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    assert_eq!(redis.orders(), 0, "no malformed request created an order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_logs_one_json_line_and_one_emf_metric_line_with_its_outcome() {
+    let redis = RedisServer::start();
+    let lambda = Harness::start(
+        &release_binary(),
+        vec![env(
+            &redis.url(),
+            &[
+                ("METRICS_NAMESPACE", "Test/Orders"),
+                ("AWS_LAMBDA_LOG_FORMAT", "JSON"),
+                ("AWS_LAMBDA_LOG_LEVEL", "INFO"),
+                ("RUST_LOG", "info"),
+            ],
+        )],
+    )
+    .await;
+    let mut missing = order("emf-1", TEA);
+    missing["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    for event in [
+        order("emf-1", TEA),
+        order("emf-1", TEA),
+        order("emf-1", r#"{"product":"Tea","quantity":2}"#),
+        missing,
+    ] {
+        lambda.invoke(0, &event, DEADLINE).await.response();
+    }
+
+    let logs = lambda.logs(0);
+    let (mut metrics, mut outcomes) = (Vec::new(), Vec::new());
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let json: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if let Some(directive) = json["_aws"]["CloudWatchMetrics"].get(0) {
+            assert_eq!(directive["Namespace"], "Test/Orders");
+            let name = directive["Metrics"][0]["Name"].as_str().unwrap().to_owned();
+            assert_eq!(json[&name], 1);
+            assert!(json["IdempotencyOverhead"].as_f64().unwrap() >= 0.0);
+            metrics.push(name);
+        } else if let Some(outcome) = json["fields"]["outcome"].as_str() {
+            assert!(json["fields"]["key_hash"].is_string() && json["fields"]["status"].is_number());
+            assert!(
+                !line.contains("emf-1"),
+                "the raw key never reaches the logs"
+            );
+            outcomes.push(outcome.to_owned());
+        }
+    }
+    let expected = ["executed", "replayed", "mismatch", "missing_key"];
+    assert_eq!(metrics, expected, "{logs}");
+    assert_eq!(outcomes, expected, "{logs}");
+}
