@@ -27,10 +27,16 @@ fn ok(call: usize) -> Result<Response<Body>, Error> {
         .body(Body::Text(format!(r#"{{"call":{call}}}"#)))?)
 }
 
-/// The layer over a handler that counts its calls and follows `script`,
-/// optionally sleeping first; against `redis` with `config`.
-fn layered(
-    redis: &RedisServer,
+/// A store over `redis` as the function builds it.
+fn redis_store(redis: &RedisServer) -> RedisStore {
+    let base = support::config(redis);
+    RedisStore::new(connection(&base), base.redis_timeout)
+}
+
+/// The layer over `store` around a handler that counts its calls and
+/// follows `script`, optionally sleeping first.
+fn counted<St: IdempotencyStore>(
+    store: St,
     config: IdempotencyConfig,
     delay: Duration,
     script: Script,
@@ -50,9 +56,23 @@ fn layered(
             script(n)
         }
     });
-    let base = support::config(redis);
-    let store = RedisStore::new(connection(&base), base.redis_timeout);
     (IdempotencyLayer::new(store, config).layer(handler), calls)
+}
+
+/// [`counted`] over the Redis store of `redis`.
+fn layered(
+    redis: &RedisServer,
+    config: IdempotencyConfig,
+    delay: Duration,
+    script: Script,
+) -> (
+    impl Service<Request, Response = Response<Body>, Error = Error, Future: Send>
+        + Clone
+        + Send
+        + 'static,
+    Arc<AtomicUsize>,
+) {
+    counted(redis_store(redis), config, delay, script)
 }
 
 async fn send<S>(svc: &S, req: Request) -> Response<Body>
@@ -131,8 +151,7 @@ async fn an_expired_lease_lets_a_retry_execute() {
     let redis = RedisServer::start();
     let (svc, calls) = layered(&redis, Default::default(), Duration::ZERO, ok);
     // Another instance claimed the key and died: its lease is 300 ms.
-    let base = support::config(&redis);
-    let store = RedisStore::new(connection(&base), base.redis_timeout);
+    let store = redis_store(&redis);
     let req = request("k-crashed");
     let fingerprint = Fingerprint::compute(
         "POST",
@@ -281,8 +300,7 @@ async fn methods_outside_the_configured_set_pass_straight_through() {
 #[tokio::test]
 async fn redis_failing_during_completion_still_returns_the_real_response() {
     let redis = Arc::new(std::sync::Mutex::new(RedisServer::start()));
-    let base = support::config(&redis.lock().unwrap());
-    let store = RedisStore::new(connection(&base), base.redis_timeout);
+    let store = redis_store(&redis.lock().unwrap());
     let calls = Arc::new(AtomicUsize::new(0));
     let handler = service_fn({
         let (redis, calls) = (Arc::clone(&redis), Arc::clone(&calls));
@@ -407,16 +425,11 @@ fn slow_claims(
     impl Service<Request, Response = Response<Body>, Error = Error, Future: Send> + Clone,
     Arc<AtomicUsize>,
 ) {
-    let base = support::config(redis);
-    let inner = RedisStore::new(connection(&base), base.redis_timeout);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&calls);
-    let handler = service_fn(move |_req: Request| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        async move { ok(n) }
-    });
-    let layer = IdempotencyLayer::new(SlowClaims { inner, delay }, config);
-    (layer.layer(handler), calls)
+    let store = SlowClaims {
+        inner: redis_store(redis),
+        delay,
+    };
+    counted(store, config, Duration::ZERO, ok)
 }
 
 #[tokio::test]
