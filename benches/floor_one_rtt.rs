@@ -10,7 +10,7 @@ use redis::AsyncCommands;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let config = idempotent_orders::Config::from_env()?;
-    let conn = idempotent_orders::redis_conn::connect(&config)?;
+    let conn = lambda_idempotency::RedisConnection::open(&config.redis_url, &config.redis)?;
     lambda_http::run(service_fn(move |_req: Request| {
         let mut conn = conn.clone();
         async move {

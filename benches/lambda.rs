@@ -3,7 +3,7 @@
 //!
 //! It builds the release binaries, starts its own `redis-server`, and
 //! drives every binary as separate processes through the Lambda Runtime
-//! API (the test harness in `tests/support/harness.rs`). Durations are taken
+//! API (the harness in `crates/testkit`). Durations are taken
 //! on the Runtime API side, from handing an event out to receiving the
 //! response. Every figure is read against two floors measured in the same
 //! run: `floor-echo` (a no-op `lambda_http` function) and `floor-one-rtt`
@@ -13,19 +13,14 @@
 //!
 //! Durations are figures to read, never assertions: machines are noisy.
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use idempotent_orders::idempotency::{Fingerprint, IdempotencyKey, StoreKey};
 use serde_json::{json, Value};
-use support::harness::{order_event as order, v2_event, Harness};
-use support::RedisServer;
+use testkit::harness::{order_event as order, v2_event, Harness};
+use testkit::RedisServer;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 const TEA: &str = r#"{"product":"Tea","quantity":1}"#;
@@ -39,7 +34,7 @@ fn get(path: &str) -> Value {
 }
 
 fn build() -> PathBuf {
-    support::harness::build_release(&[
+    testkit::harness::build_release(&[
         "--bin",
         "idempotent-orders",
         "--example",
@@ -52,11 +47,10 @@ fn build() -> PathBuf {
 }
 
 async fn start(binary: &Path, instances: usize, redis: &RedisServer) -> Harness {
-    let env = vec![
-        ("REDIS_URL".to_owned(), redis.url()),
-        ("RUST_LOG".to_owned(), "error".to_owned()),
-        ("METRICS_NAMESPACE".to_owned(), String::new()),
-    ];
+    let env = testkit::harness::function_env(
+        &redis.url(),
+        &[("RUST_LOG", "error"), ("METRICS_NAMESPACE", "")],
+    );
     Harness::start(binary, vec![env; instances]).await
 }
 
@@ -127,34 +121,38 @@ fn rss_kib(pid: u32) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
-/// Puts an in-progress record for `key` (as another instance would) that
-/// lasts an hour, so every request on it is a `409`.
-fn hold_in_progress(redis: &RedisServer, key: &str, body: &str) {
-    let fp = Fingerprint::compute(
-        "POST",
-        "/orders",
-        None,
-        Some("application/json"),
-        body.as_bytes(),
-    );
-    let key = IdempotencyKey::try_from(key).expect("key");
-    let store_key = StoreKey::derive("idempotency", "anonymous", "POST", "/orders", &key);
+/// The idempotency records in Redis.
+fn records(redis: &RedisServer) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg("idempotency:*")
+        .query(&mut redis.conn())
+        .expect("KEYS")
+}
+
+/// Turns the completed record `key` into one in progress for another
+/// owner, lasting an hour, so every request on it is a `409`. The value is
+/// `p<owner>\n` then the layer's payload: version 1, the 32-byte
+/// fingerprint (kept from the completed record), the lease end.
+fn hold_in_progress(redis: &RedisServer, key: &str) {
     let mut conn = redis.conn();
-    let _: () = redis::cmd("HSET")
-        .arg(store_key.as_str())
-        .arg("s")
-        .arg("p")
-        .arg("fp")
-        .arg(fp.to_hex())
-        .arg("o")
-        .arg("other")
-        .query(&mut conn)
-        .expect("HSET");
-    let _: () = redis::cmd("PEXPIRE")
-        .arg(store_key.as_str())
+    let completed: Vec<u8> = redis::cmd("GET").arg(key).query(&mut conn).expect("GET");
+    let newline = completed.iter().position(|&b| b == b'\n').expect("owner");
+    let fingerprint = &completed[newline + 2..newline + 34];
+    let lease_end = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+        + 3_600_000;
+    let mut value = b"pother\n\x01".to_vec();
+    value.extend_from_slice(fingerprint);
+    value.extend_from_slice(&lease_end.to_be_bytes());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("PX")
         .arg(3_600_000)
         .query(&mut conn)
-        .expect("PEXPIRE");
+        .expect("SET");
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +173,13 @@ async fn main() {
         .header("location")
         .expect("location")
         .to_owned();
-    hold_in_progress(&redis, "bench-busy", TEA);
+    let before = records(&redis);
+    fun.invoke(0, &order("bench-busy", TEA), DEADLINE).await;
+    let busy = records(&redis)
+        .into_iter()
+        .find(|k| !before.contains(k))
+        .expect("the bench-busy record");
+    hold_in_progress(&redis, &busy);
     let mut missing = order("x", TEA);
     missing["headers"]
         .as_object_mut()
@@ -387,16 +391,11 @@ async fn main() {
                     .unwrap(),
             );
         }
-        let key = StoreKey::derive(
-            "idempotency",
-            "anonymous",
-            "POST",
-            "/echo",
-            &IdempotencyKey::try_from(format!("echo-{size}-0").as_str()).unwrap(),
-        );
+        // Every record of this size holds the same body.
+        let key = records(&redis).pop().expect("a record");
         let memory: u64 = redis::cmd("MEMORY")
             .arg("USAGE")
-            .arg(key.as_str())
+            .arg(&key)
             .query(&mut redis.conn())
             .unwrap_or(0);
         scaling.push((

@@ -4,15 +4,15 @@
 //! stored bodies of 100 B, 10 KB and 1 MB. The orders handler's answers are
 //! all about 200 B. A dev-only example: never part of the deployed artifact.
 
-use idempotent_orders::idempotency::{IdempotencyLayer, RedisStore};
-use idempotent_orders::{redis_conn, Config};
+use idempotent_orders::Config;
 use lambda_http::tower::Layer;
 use lambda_http::{service_fn, Body, Error, Request, RequestExt, Response};
+use lambda_idempotency::{IdempotencyLayer, RedisStore};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let config = Config::from_env()?;
-    let store = RedisStore::new(redis_conn::connect(&config)?, config.redis_timeout);
+    let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
     let handler = service_fn(|req: Request| async move {
         let size = req
             .query_string_parameters_ref()
@@ -25,5 +25,9 @@ async fn main() -> Result<(), Error> {
             .body(Body::Text("x".repeat(size)))
             .map_err(Error::from)
     });
-    lambda_http::run(IdempotencyLayer::new(store, config.idempotency).layer(handler)).await
+    let layer = IdempotencyLayer::builder(store)
+        .settings(config.settings)
+        .scope(config.scope)
+        .build();
+    lambda_http::run(layer.layer(handler)).await
 }

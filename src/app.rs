@@ -1,23 +1,36 @@
 //! The router: the only place that knows both the orders handlers and the
 //! idempotency layer. `POST /orders` goes through the layer; `GET
 //! /orders/{id}` does not need it (reads are naturally idempotent).
+//!
+//! Two small adapters join the walls between them: the layer's
+//! [`ExecutionId`] becomes the order's [`OrderId`] (every attempt at one
+//! request names the same order), and an order refusal marked
+//! [`Rejected`] is not stored, so the corrected request can be sent again
+//! under the same key.
+
+use std::sync::Arc;
 
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::tower::{Layer, ServiceExt};
 use lambda_http::{Body, Request, Response};
+use lambda_idempotency::{
+    route_path, ConnectError, DefaultStoreRule, ExecutionId, Idempotency, IdempotencyLayer,
+    RedisConnection, RedisStore, StoreRule,
+};
+use orders::{get_order, CreateOrder, OrderId, OrderRepo, Problem, Rejected};
 
-use crate::apigw::route_path;
 use crate::config::Config;
-use crate::idempotency::{Idempotency, IdempotencyLayer, RedisStore};
-use crate::orders::{get_order, CreateOrder, OrderRepo};
-use crate::problem::Problem;
-use crate::redis_conn::RedisConn;
+
+/// The create handler as the layer sees it.
+type Create =
+    lambda_http::tower::util::MapRequest<CreateOrder<RedisConnection>, fn(Request) -> Request>;
 
 /// The whole function: routes requests to the handlers.
 #[derive(Clone)]
 pub struct App {
-    create: Idempotency<CreateOrder, RedisStore>,
-    repo: OrderRepo,
+    create: Idempotency<Create, RedisStore>,
+    repo: OrderRepo<RedisConnection>,
+    problem_base: Arc<str>,
 }
 
 enum Route {
@@ -37,21 +50,57 @@ fn route(path: &str) -> Route {
     }
 }
 
+/// Hands the layer's execution identity to the orders handler as its order id.
+fn attach_order_id(mut req: Request) -> Request {
+    if let Some(execution) = req.extensions().get::<ExecutionId>().copied() {
+        req.extensions_mut()
+            .insert(OrderId::from_bytes(*execution.as_bytes()));
+    }
+    req
+}
+
+/// The default rule, except that an order refused before anything was
+/// written is not stored.
+fn store_rule(response: &Response<Body>) -> bool {
+    DefaultStoreRule.should_store(response) && response.extensions().get::<Rejected>().is_none()
+}
+
 impl App {
-    /// The function over the instance's shared Redis connection.
-    pub fn new(conn: RedisConn, config: &Config) -> Self {
-        let repo = OrderRepo::new(conn.clone(), config.redis_timeout);
-        let store = RedisStore::new(conn, config.redis_timeout);
-        let layer = IdempotencyLayer::new(store, config.idempotency.clone());
+    /// The function over `store` (whose connection the orders share: one
+    /// Redis connection per instance).
+    pub fn new(store: RedisStore, config: &Config) -> Self {
+        let repo = OrderRepo::new(store.connection(), config.redis.timeout);
+        let problem_base = config.settings.problem_type_base.as_str();
+        let layer = IdempotencyLayer::builder(store)
+            .settings(config.settings.clone())
+            .scope(config.scope.clone())
+            .store_rule(store_rule)
+            .build();
+        let attach: fn(Request) -> Request = attach_order_id;
+        let create = CreateOrder::new(repo.clone(), problem_base).map_request(attach);
         Self {
-            create: layer.layer(CreateOrder::new(repo.clone())),
+            create: layer.layer(create),
             repo,
+            problem_base: Arc::from(problem_base),
         }
+    }
+
+    /// The function as `main` builds it from `config`: a lazy Redis
+    /// connection (start-up succeeds while Redis is down) and the layer.
+    pub fn from_config(config: &Config) -> Result<Self, ConnectError> {
+        let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
+        Ok(Self::new(store, config))
+    }
+
+    /// The prefix of every problem `type` URI (`PROBLEM_TYPE_BASE`).
+    pub fn problem_base(&self) -> &str {
+        &self.problem_base
     }
 
     /// Answers one request. Never fails: every error is a problem+json.
     pub async fn handle(&self, req: Request) -> Response<Body> {
-        match route(route_path(&req)) {
+        let base = &*self.problem_base;
+        match route(&route_path(&req)) {
             Route::Orders if req.method() == Method::POST => {
                 match self.create.clone().oneshot(req).await {
                     Ok(response) => response,
@@ -59,25 +108,27 @@ impl App {
                     // arm exists only because its error type allows it.
                     Err(e) => {
                         tracing::error!(error = %e, "idempotency layer failed");
-                        internal_error()
+                        internal_error(base)
                     }
                 }
             }
-            Route::Orders => method_not_allowed("POST"),
-            Route::Order(id) if req.method() == Method::GET => get_order(&self.repo, &id).await,
-            Route::Order(_) => method_not_allowed("GET"),
+            Route::Orders => method_not_allowed("POST", base),
+            Route::Order(id) if req.method() == Method::GET => {
+                get_order(&self.repo, &id, base).await
+            }
+            Route::Order(_) => method_not_allowed("GET", base),
             Route::Unknown => Problem::new(
                 StatusCode::NOT_FOUND,
                 "route-not-found",
                 "Not found",
                 "No such route. Routes: POST /orders, GET /orders/{id}.",
             )
-            .into_response(),
+            .into_response(base),
         }
     }
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
+fn method_not_allowed(allow: &'static str, base: &str) -> Response<Body> {
     Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
@@ -85,15 +136,15 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
         format!("This route accepts {allow} only."),
     )
     .with_allow(allow)
-    .into_response()
+    .into_response(base)
 }
 
-fn internal_error() -> Response<Body> {
+fn internal_error(base: &str) -> Response<Body> {
     Problem::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal-error",
         "Internal error",
         "The request failed. Retry it with the same Idempotency-Key.",
     )
-    .into_response()
+    .into_response(base)
 }

@@ -28,16 +28,19 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+use orders::Problem;
+
 use crate::app::App;
-use crate::problem::Problem;
 
 /// Handles one raw invocation: never fails for a bad client input.
 pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Error> {
     let (raw, context) = event.into_parts();
-    let request = match serde_json::from_str::<LambdaRequest>(raw.get()) {
+    let base = app.problem_base();
+    let mut request = match serde_json::from_str::<LambdaRequest>(raw.get()) {
         Ok(request) => request,
-        Err(_) => return Ok(reject_unreadable(raw.get(), context).await),
+        Err(_) => return Ok(reject_unreadable(raw.get(), context, base).await),
     };
+    keep_repeated_headers(&mut request);
     let app = app.clone();
     let mut adapter = Adapter::from(service_fn(move |req| {
         let app = app.clone();
@@ -51,7 +54,7 @@ pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Resul
         Err(_) => {
             tracing::warn!("lambda_http could not convert the event (invalid base64 body or URL); answering 400");
             let problem = bad_request("The request could not be decoded: its body is flagged base64 but is not valid base64, or its path is not a valid URL path.");
-            Ok(answer_in_origin_shape(raw.get(), context, problem, strip_body).await)
+            Ok(answer_in_origin_shape(raw.get(), context, problem, base, strip_body).await)
         }
     }
 }
@@ -65,6 +68,26 @@ fn bad_request(detail: &str) -> Problem {
     )
 }
 
+/// REST (v1) events carry every value of a repeated header in
+/// `multiValueHeaders` and only the last in `headers`; `lambda_http` merges
+/// the two with `headers` overwriting, which would turn two
+/// `Idempotency-Key` values into one. Dropping the single-valued copy of a
+/// repeated header keeps all its values, so the layer sees (and refuses)
+/// both.
+fn keep_repeated_headers(request: &mut LambdaRequest) {
+    if let LambdaRequest::ApiGatewayV1(v1) = request {
+        let repeated: Vec<_> = v1
+            .multi_value_headers
+            .keys()
+            .filter(|name| v1.multi_value_headers.get_all(*name).iter().count() > 1)
+            .cloned()
+            .collect();
+        for name in repeated {
+            v1.headers.remove(&name);
+        }
+    }
+}
+
 fn to_json<T: Serialize>(response: &T) -> Result<Value, Error> {
     Ok(serde_json::to_value(response)?)
 }
@@ -72,12 +95,12 @@ fn to_json<T: Serialize>(response: &T) -> Result<Value, Error> {
 /// An event `lambda_http` cannot deserialise: drop invalid headers and
 /// answer in the origin's shape if that makes it readable, otherwise in the
 /// plain shape.
-async fn reject_unreadable(raw: &str, context: Context) -> Value {
+async fn reject_unreadable(raw: &str, context: Context, base: &str) -> Value {
     let Ok(Value::Object(_)) = serde_json::from_str::<Value>(raw) else {
-        return plain_bad_request("The event is not JSON.");
+        return plain_bad_request("The event is not JSON.", base);
     };
     let problem = bad_request("A header has an invalid name or a value with control characters.");
-    answer_in_origin_shape(raw, context, problem, drop_invalid_headers).await
+    answer_in_origin_shape(raw, context, problem, base, drop_invalid_headers).await
 }
 
 /// Answers `problem` through `lambda_http`'s adapter, after `repair` made
@@ -86,21 +109,26 @@ async fn answer_in_origin_shape(
     raw: &str,
     context: Context,
     problem: Problem,
+    base: &str,
     repair: fn(&mut Value) -> bool,
 ) -> Value {
     let status = problem.status();
     let mut event: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     if !repair(&mut event) {
-        return plain(problem.into_response());
+        return plain(problem.into_response(base));
     }
     let request = match serde_json::from_value::<LambdaRequest>(event) {
         Ok(request) => request,
         Err(_) => {
-            return plain_bad_request("The event is not an API Gateway or function URL HTTP event.")
+            return plain_bad_request(
+                "The event is not an API Gateway or function URL HTTP event.",
+                base,
+            )
         }
     };
+    let response = problem.into_response(base);
     let mut adapter = Adapter::from(service_fn(move |_| {
-        let response = problem.clone().into_response();
+        let response = clone_response(&response);
         async move { Ok::<_, Infallible>(response) }
     }));
     let converted = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -109,10 +137,18 @@ async fn answer_in_origin_shape(
     match converted {
         Ok(future) => match future.await.map(|r| to_json(&r)) {
             Ok(Ok(json)) => json,
-            _ => plain_bad_request_with(status),
+            _ => plain_bad_request_with(status, base),
         },
-        Err(_) => plain_bad_request_with(status),
+        Err(_) => plain_bad_request_with(status, base),
     }
+}
+
+/// A copy of a problem response (status, headers, body).
+fn clone_response(response: &Response<Body>) -> Response<Body> {
+    let mut copy = Response::new(response.body().clone());
+    *copy.status_mut() = response.status();
+    *copy.headers_mut() = response.headers().clone();
+    copy
 }
 
 /// Removes header entries `http` rejects; true if the event is an object.
@@ -153,11 +189,11 @@ fn strip_body(event: &mut Value) -> bool {
     true
 }
 
-fn plain_bad_request(detail: &str) -> Value {
-    plain(bad_request(detail).into_response())
+fn plain_bad_request(detail: &str, base: &str) -> Value {
+    plain(bad_request(detail).into_response(base))
 }
 
-fn plain_bad_request_with(status: StatusCode) -> Value {
+fn plain_bad_request_with(status: StatusCode, base: &str) -> Value {
     plain(
         Problem::new(
             status,
@@ -165,7 +201,7 @@ fn plain_bad_request_with(status: StatusCode) -> Value {
             "Invalid request",
             "The request could not be read.",
         )
-        .into_response(),
+        .into_response(base),
     )
 }
 

@@ -1,7 +1,7 @@
 //! The Lambda entry point, kept thin: tracing, configuration and the Redis
 //! connection are set up once per cold start and shared by every invocation.
 
-use idempotent_orders::{entry, redis_conn, App, Config};
+use idempotent_orders::{entry, App, Config};
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::{service_fn, Error};
 use serde_json::value::RawValue;
@@ -15,8 +15,15 @@ async fn main() -> Result<(), Error> {
 
     // A bad variable stops start-up here, naming the variable.
     let config = Config::from_env()?;
+    if config.scope.allows_anonymous() {
+        tracing::warn!(
+            scope = %config.scope,
+            "IDEMPOTENCY_SCOPE allows anonymous callers: every caller without an identity \
+             shares one key space, so a guessed Idempotency-Key replays another caller's response"
+        );
+    }
     // Lazy: start-up succeeds while Redis is down; requests get 503 until it is back.
-    let app = App::new(redis_conn::connect(&config)?, &config);
+    let app = App::from_config(&config)?;
 
     // The raw event, so that events lambda_http cannot convert still get a 400.
     lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {

@@ -1,19 +1,19 @@
 //! The release binary run as AWS Lambda runs it: several instances, each a
-//! process polling its own Runtime API (`support::harness`), against a real
+//! process polling its own Runtime API (`testkit::harness`), against a real
 //! `redis-server`, sometimes through a proxy that slows Redis down
-//! (`support::proxy`). The scenarios here are what only many real processes
+//! (`testkit::proxy`). The scenarios here are what only many real processes
 //! show: races between instances, processes dying, Redis going slow.
 //!
 //! The first tests are smoke tests of the harness itself.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
-use support::harness::{base64_decode, clf_time, release_binary, v2_event, Harness, Outcome};
-use support::proxy::{socket_addr, TcpProxy};
-use support::RedisServer;
+use testkit::harness::{
+    base64_decode, clf_time, function_env, release_binary, v2_event, Harness, Outcome,
+};
+use testkit::proxy::{socket_addr, TcpProxy};
+use testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -22,7 +22,7 @@ const DEADLINE: Duration = Duration::from_secs(3);
 
 /// Per-instance environment pointing the function at `redis_url`.
 fn redis_env(redis_url: &str, instances: usize) -> Vec<Vec<(String, String)>> {
-    vec![vec![("REDIS_URL".to_owned(), redis_url.to_owned())]; instances]
+    vec![function_env(redis_url, &[]); instances]
 }
 
 /// A `POST /orders` for one Tea under `key`.
@@ -45,7 +45,11 @@ fn new_key() -> String {
 #[tokio::test]
 async fn harness_runs_the_release_binary_through_the_runtime_api() {
     let redis = RedisServer::start();
-    let harness = Harness::start(&release_binary(), redis_env(&redis.url(), 2)).await;
+    let harness = Harness::start(
+        &release_binary("idempotent-orders"),
+        redis_env(&redis.url(), 2),
+    )
+    .await;
     let event = order(&new_key());
 
     let first = harness.invoke(0, &event, DEADLINE).await;
@@ -74,7 +78,11 @@ async fn harness_runs_the_release_binary_through_the_runtime_api() {
 #[tokio::test]
 async fn invoke_all_releases_one_event_to_every_instance_at_once() {
     let redis = RedisServer::start();
-    let harness = Harness::start(&release_binary(), redis_env(&redis.url(), 4)).await;
+    let harness = Harness::start(
+        &release_binary("idempotent-orders"),
+        redis_env(&redis.url(), 4),
+    )
+    .await;
 
     let outcomes = harness.invoke_all(&order(&new_key()), DEADLINE).await;
 
@@ -98,7 +106,11 @@ async fn invoke_all_releases_one_event_to_every_instance_at_once() {
 #[tokio::test]
 async fn a_killed_instance_reports_died_and_the_others_keep_serving() {
     let redis = RedisServer::start();
-    let harness = Harness::start(&release_binary(), redis_env(&redis.url(), 2)).await;
+    let harness = Harness::start(
+        &release_binary("idempotent-orders"),
+        redis_env(&redis.url(), 2),
+    )
+    .await;
 
     harness.kill(0).await;
     assert!(!harness.is_alive(0));
@@ -125,7 +137,11 @@ async fn a_killed_instance_reports_died_and_the_others_keep_serving() {
 async fn the_proxy_delays_redis_replies() {
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(socket_addr(&redis.url()));
-    let harness = Harness::start(&release_binary(), redis_env(&proxy.url(), 1)).await;
+    let harness = Harness::start(
+        &release_binary("idempotent-orders"),
+        redis_env(&proxy.url(), 1),
+    )
+    .await;
 
     let fast = harness.invoke(0, &order(&new_key()), DEADLINE).await;
     assert_eq!(fast.status(), Some(201), "{fast:?}\n{}", harness.logs(0));
@@ -152,7 +168,7 @@ async fn the_proxy_delays_redis_replies() {
 #[tokio::test]
 async fn the_runtime_api_answers_unknown_paths_404_and_reads_chunked_bodies() {
     // No Redis needed: the function connects lazily.
-    let harness = Harness::start(&release_binary(), vec![vec![]]).await;
+    let harness = Harness::start(&release_binary("idempotent-orders"), vec![vec![]]).await;
     let mut api = TcpStream::connect(harness.runtime_api_addr(0))
         .await
         .expect("connect to the Runtime API");

@@ -4,21 +4,18 @@
 //! (`REDIS_CLUSTER=true`), keys spread over every master, and a slot
 //! migrated while requests run.
 
-mod support;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use idempotent_orders::idempotency::{IdempotencyKey, StoreKey};
-use idempotent_orders::{redis_conn, App};
-use support::{body, event, replayed, with_header, RedisCluster};
+use idempotent_orders::{App, Config};
+use testkit::fixtures::{body, event, replayed, with_header};
+use testkit::harness::{function_env, lookup};
+use testkit::{RedisCluster, RedisServer};
 
 fn app(cluster: &RedisCluster) -> App {
-    let config = cluster.config();
-    App::new(
-        redis_conn::connect(&config).expect("cluster client"),
-        &config,
-    )
+    let env = function_env(&cluster.seed_url(), &[("REDIS_CLUSTER", "true")]);
+    let config = Config::from_lookup(lookup(env)).expect("config");
+    App::from_config(&config).expect("cluster client")
 }
 
 fn keyed(key: &str) -> lambda_http::Request {
@@ -81,7 +78,7 @@ async fn the_whole_flow_and_a_race_run_on_a_three_master_cluster_with_keys_on_ev
     }
 }
 
-fn node_id(node: &support::RedisServer) -> String {
+fn node_id(node: &RedisServer) -> String {
     redis::cmd("CLUSTER")
         .arg("MYID")
         .query(&mut node.conn())
@@ -95,19 +92,23 @@ async fn a_slot_migrated_while_requests_run_causes_no_error_and_no_double_execut
     let created = app.handle(keyed("migrating")).await;
     assert_eq!(created.status(), 201);
 
-    // The slot of that key's record, its owner and another master.
-    let key = IdempotencyKey::try_from("migrating").unwrap();
-    let record = StoreKey::derive("idempotency", "anonymous", "POST", "/orders", &key);
-    let slot: u16 = redis::cmd("CLUSTER")
-        .arg("KEYSLOT")
-        .arg(record.as_str())
-        .query(&mut cluster.nodes[0].conn())
-        .unwrap();
+    // The slot of that key's record (the only record so far), its owner
+    // and another master.
     let owner = cluster
         .nodes
         .iter()
-        .position(|n| n.count(record.as_str()) == 1)
+        .position(|n| n.count("idempotency:*") == 1)
         .expect("owner");
+    let records: Vec<String> = redis::cmd("KEYS")
+        .arg("idempotency:*")
+        .query(&mut cluster.nodes[owner].conn())
+        .unwrap();
+    let record = records[0].clone();
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(&record)
+        .query(&mut cluster.nodes[0].conn())
+        .unwrap();
     let target = (owner + 1) % 3;
     let (source, destination) = (&cluster.nodes[owner], &cluster.nodes[target]);
 
@@ -131,7 +132,7 @@ async fn a_slot_migrated_while_requests_run_causes_no_error_and_no_double_execut
     });
 
     let (source_id, destination_id) = (node_id(source), node_id(destination));
-    let setslot = |node: &support::RedisServer, how: &str, id: &str| {
+    let setslot = |node: &RedisServer, how: &str, id: &str| {
         let _: () = redis::cmd("CLUSTER")
             .arg("SETSLOT")
             .arg(slot)
@@ -168,7 +169,7 @@ async fn a_slot_migrated_while_requests_run_causes_no_error_and_no_double_execut
     assert!(answers > 0);
 
     // The record now lives on the destination and still replays (MOVED).
-    assert_eq!(destination.count(record.as_str()), 1);
+    assert_eq!(destination.count(&record), 1);
     let after = app.handle(keyed("migrating")).await;
     assert!(replayed(&after));
     assert_eq!(

@@ -2,13 +2,26 @@
 //! through the same `App` that `main` runs, against a real `redis-server`
 //! started by each test.
 
-mod support;
-
 use std::sync::Arc;
 
+use idempotent_orders::{App, Config};
 use lambda_http::RequestExt;
-use support::*;
+use testkit::fixtures::*;
+use testkit::harness::{function_env, lookup};
+use testkit::RedisServer;
 use tokio::sync::Barrier;
+
+/// The function as `main` builds it, against `redis`, with `extra`
+/// environment variables.
+fn app_with(redis: &RedisServer, extra: &[(&str, &str)]) -> App {
+    let quiet = [&[("METRICS_NAMESPACE", "")], extra].concat();
+    let config = Config::from_lookup(lookup(function_env(&redis.url(), &quiet))).expect("config");
+    App::from_config(&config).expect("app")
+}
+
+fn app(redis: &RedisServer) -> App {
+    app_with(redis, &[])
+}
 
 #[tokio::test]
 async fn same_key_and_body_twice_creates_one_order_and_replays_identical_bytes() {
@@ -210,19 +223,36 @@ async fn the_same_key_from_two_principals_creates_two_orders() {
 }
 
 #[tokio::test]
-async fn a_422_validation_error_is_cached() {
+async fn a_refused_order_is_not_stored_so_the_corrected_request_with_the_same_key_runs() {
     let redis = RedisServer::start();
     let app = app(&redis);
 
-    let first = app.handle(event("post_order_invalid_quantity.json")).await;
-    let retry = app.handle(event("post_order_invalid_quantity.json")).await;
+    let invalid = app.handle(event("post_order_invalid_quantity.json")).await;
+    let again = app.handle(event("post_order_invalid_quantity.json")).await;
+    assert_problem(&invalid, 422);
+    assert!(
+        !replayed(&again),
+        "a refusal before execution is not stored"
+    );
+    assert_eq!(redis.count("idempotency:*"), 0);
 
-    assert_problem(&first, 422);
-    assert!(!replayed(&first));
-    assert_problem(&retry, 422);
-    assert!(replayed(&retry), "a final 4xx is stored and replayed");
-    assert_eq!(body(&first), body(&retry));
-    assert_eq!(redis.orders(), 0);
+    let key = "order-7f3c9a1e-0002";
+    let fixed = with_header(event("post_order.json"), "idempotency-key", key);
+    let wrong_type = with_header(
+        fixed_body_as_text(event("post_order.json")),
+        "idempotency-key",
+        key,
+    );
+    assert_problem(&app.handle(wrong_type).await, 415);
+    let corrected = app.handle(fixed).await;
+    assert_eq!(corrected.status(), 201, "{:?}", corrected.body());
+    assert_eq!(redis.orders(), 1);
+}
+
+fn fixed_body_as_text(mut req: lambda_http::Request) -> lambda_http::Request {
+    req.headers_mut()
+        .insert("content-type", "text/plain".parse().unwrap());
+    req
 }
 
 #[tokio::test]
@@ -284,28 +314,34 @@ async fn a_replay_costs_one_round_trip_and_a_new_request_two_plus_the_order_writ
     ))
     .await;
 
-    redis.reset_stats();
+    let monitor = redis.monitor();
     let created = app.handle(event("post_order.json")).await;
     assert_eq!(created.status(), 201);
-    assert_eq!(redis.calls("evalsha"), 2, "claim + complete");
-    assert_eq!(redis.calls("set"), 1, "the order write");
+    assert_eq!(
+        monitor.take(),
+        ["set", "set", "evalsha"],
+        "claim (SET NX GET), order (SET NX), completion (script)"
+    );
 
-    redis.reset_stats();
     let replay = app.handle(event("post_order.json")).await;
     assert!(replayed(&replay));
     assert_eq!(
-        redis.calls("evalsha"),
-        1,
+        monitor.take(),
+        ["set"],
         "one claim, which returns the record"
     );
-    assert_eq!(redis.calls("set"), 0);
+
+    let mismatch = app.handle(event("post_order_changed_body.json")).await;
+    assert_problem(&mismatch, 422);
+    assert_eq!(monitor.take(), ["set"]);
 }
 
 #[tokio::test]
 async fn the_whole_flow_works_over_tls_with_a_custom_ca() {
     let redis = RedisServer::start_tls();
     assert!(redis.url().starts_with("rediss://"));
-    let app = app(&redis);
+    let ca = redis.ca_file().expect("CA").display().to_string();
+    let app = app_with(&redis, &[("REDIS_CA_FILE", &ca)]);
 
     let first = app.handle(event("post_order.json")).await;
     let retry = app.handle(event("post_order.json")).await;
@@ -322,9 +358,7 @@ async fn the_whole_flow_works_over_tls_with_a_custom_ca() {
 async fn an_untrusted_tls_certificate_fails_fast_with_503_not_a_hang() {
     let redis = RedisServer::start_tls();
     // Public roots only: the test CA is not trusted.
-    let mut config = support::config(&redis);
-    config.redis_ca_file = None;
-    let app = idempotent_orders::App::new(connection(&config), &config);
+    let app = app(&redis);
 
     let started = std::time::Instant::now();
     let response = app.handle(event("post_order.json")).await;
@@ -337,14 +371,14 @@ async fn an_untrusted_tls_certificate_fails_fast_with_503_not_a_hang() {
 /// Runs a raw event through the real entry point, as the binary does.
 async fn invoke_raw(app: &idempotent_orders::App, raw: &str) -> serde_json::Value {
     let raw = serde_json::value::RawValue::from_string(raw.to_owned()).expect("raw JSON");
-    let ctx = support::context_with_deadline_in(std::time::Duration::from_secs(3));
+    let ctx = context_with_deadline_in(std::time::Duration::from_secs(3));
     idempotent_orders::entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
         .await
         .expect("the entry point never fails on client input")
 }
 
 fn fixture_json(name: &str) -> serde_json::Value {
-    let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/{name}", events_dir());
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 

@@ -4,13 +4,13 @@
 //! `redis-server`. The watch process tree is stopped at the end and checked
 //! for orphans.
 
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{expected_statuses, RedisServer};
+use testkit::fixtures::expected_statuses;
+use testkit::harness::TEST_SCOPE;
+use testkit::RedisServer;
 
 const HINT: &str = "cargo-lambda is required by this test: `pip install cargo-lambda` (or run `bash .ci/run`, which installs it)";
 
@@ -19,6 +19,18 @@ struct Watch {
     child: Child,
     port: u16,
     log: std::path::PathBuf,
+}
+
+/// The function's environment as a file: `--env-var` splits values at
+/// commas, and `IDEMPOTENCY_SCOPE` is a comma-separated list.
+fn env_file(redis: &RedisServer, port: u16) -> String {
+    let path = std::env::temp_dir().join(format!("watch-{port}.env"));
+    let text = format!(
+        "REDIS_URL={}\nIDEMPOTENCY_SCOPE={TEST_SCOPE}\n",
+        redis.url()
+    );
+    std::fs::write(&path, text).expect("env file");
+    path.display().to_string()
 }
 
 impl Watch {
@@ -37,7 +49,7 @@ impl Watch {
                 "--invoke-port",
                 &port.to_string(),
             ])
-            .args(["--env-var", &format!("REDIS_URL={}", redis.url())])
+            .args(["--env-file", &env_file(redis, port)])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(out.try_clone().expect("log"))
             .stderr(out)

@@ -1,0 +1,103 @@
+//! [`IdempotencyLayer`] and its builder: the tower `Layer` that wraps any
+//! `lambda_http` service in [`Idempotency`] (split the tower-http way:
+//! layer and builder here, the service in `service.rs`).
+
+use std::sync::Arc;
+
+use lambda_http::tower::Layer;
+
+use crate::rules::{DefaultStoreRule, StoreRule};
+use crate::scope::{ApiGatewayScope, CallerScope};
+use crate::service::Idempotency;
+use crate::settings::Settings;
+
+/// Everything the services of one layer share.
+pub(crate) struct Shared<St> {
+    pub(crate) store: St,
+    pub(crate) settings: Settings,
+    pub(crate) scope: Box<dyn CallerScope>,
+    pub(crate) rule: Box<dyn StoreRule>,
+    /// `AWS_LAMBDA_FUNCTION_NAME`, read once, for the metric dimension.
+    pub(crate) function_name: String,
+}
+
+/// Wraps services in [`Idempotency`], sharing one store and its settings.
+///
+/// Built with [`IdempotencyLayer::builder`]; see the crate docs for a
+/// complete function.
+pub struct IdempotencyLayer<St> {
+    shared: Arc<Shared<St>>,
+}
+
+impl<St> IdempotencyLayer<St> {
+    /// A builder over `store`, with the default settings, scope
+    /// ([`ApiGatewayScope::default`]) and store rule ([`DefaultStoreRule`]).
+    pub fn builder(store: St) -> IdempotencyLayerBuilder<St> {
+        IdempotencyLayerBuilder {
+            store,
+            settings: Settings::default(),
+            scope: Box::new(ApiGatewayScope::default()),
+            rule: Box::new(DefaultStoreRule),
+        }
+    }
+}
+
+// Manual impl: the store itself need not be `Clone`, only the `Arc`.
+impl<St> Clone for IdempotencyLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<S, St> Layer<S> for IdempotencyLayer<St> {
+    type Service = Idempotency<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Idempotency::new(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Configures an [`IdempotencyLayer`].
+pub struct IdempotencyLayerBuilder<St> {
+    store: St,
+    settings: Settings,
+    scope: Box<dyn CallerScope>,
+    rule: Box<dyn StoreRule>,
+}
+
+impl<St> IdempotencyLayerBuilder<St> {
+    /// Replaces the settings (default: [`Settings::default`]).
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Replaces the caller scope (default: [`ApiGatewayScope::default`],
+    /// which refuses callers without an identity).
+    pub fn scope(mut self, scope: impl CallerScope) -> Self {
+        self.scope = Box::new(scope);
+        self
+    }
+
+    /// Replaces the rule deciding which responses are stored (default:
+    /// [`DefaultStoreRule`]).
+    pub fn store_rule(mut self, rule: impl StoreRule) -> Self {
+        self.rule = Box::new(rule);
+        self
+    }
+
+    /// The layer.
+    pub fn build(self) -> IdempotencyLayer<St> {
+        IdempotencyLayer {
+            shared: Arc::new(Shared {
+                store: self.store,
+                settings: self.settings,
+                scope: self.scope,
+                rule: self.rule,
+                function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Idempotency-Key middleware for AWS Lambda HTTP functions.
+//!
+//! A client that retries `POST /orders` (a double click on "Pay", a dropped
+//! network, a gateway timeout) must never create a second order. It sends
+//! an `Idempotency-Key` header; this layer claims the key in Redis before
+//! the handler runs, and:
+//! - runs the first request once and stores its response;
+//! - answers a retry with the same key and request with the stored
+//!   response (same status, headers and bytes, plus
+//!   `Idempotent-Replayed: true`);
+//! - refuses the same key with a different request (`422`), and tells a
+//!   retry that arrives while the first still runs to come back (`409`
+//!   with a short `Retry-After`);
+//! - answers `503` without running anything when it cannot reach the store.
+//!
+//! It is a tower [`Layer`](lambda_http::tower::Layer) over any
+//! `lambda_http` service.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use lambda_http::tower::Layer;
+//! use lambda_http::{service_fn, Body, Error, Request, Response};
+//! use lambda_idempotency::{ExecutionId, IdempotencyLayer, RedisStore, Settings};
+//!
+//! async fn create_payment(req: Request) -> Result<Response<Body>, Error> {
+//!     // Stable across every attempt at this key: name side effects after it.
+//!     let id = req.extensions().get::<ExecutionId>().map(ToString::to_string);
+//!     Ok(Response::builder()
+//!         .status(201)
+//!         .header("content-type", "application/json")
+//!         .body(Body::from(format!(r#"{{"payment":"{}"}}"#, id.unwrap_or_default())))?)
+//! }
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() -> Result<(), Error> {
+//!     lambda_http::tracing::init_default_subscriber();
+//!     // REDIS_URL, REDIS_TIMEOUT_MS, …; IDEMPOTENCY_*, PROBLEM_TYPE_BASE, …
+//!     let store = RedisStore::from_env()?;
+//!     let layer = IdempotencyLayer::builder(store)
+//!         .settings(Settings::from_env()?)
+//!         .build();
+//!     lambda_http::run(layer.layer(service_fn(create_payment))).await
+//! }
+//! ```
+//!
+//! # What is guaranteed
+//!
+//! For each record key (caller scope, method, path, `Idempotency-Key`), the
+//! handler is *started* again only when the previous attempt's outcome is
+//! unknown to the store: its process died or froze past its lease, or the
+//! store lost its completion. Every such attempt sees the same
+//! [`ExecutionId`] in its request extensions; a handler that names its side
+//! effects after it and writes them only if absent (`SET … NX`, a
+//! conditional put, a payment provider's own idempotency key) is
+//! exactly-once. A live handler never loses its lease: it is renewed while
+//! the handler runs. Records written by a claim or a completion can still
+//! be lost by the store itself (a failover without replica acknowledgement,
+//! eviction); [`RedisOptions::min_replicas`] closes the first.
+//!
+//! # Layout
+//!
+//! Split the way Powertools splits its idempotency package:
+//! - settings: [`Settings`] (`settings.rs`);
+//! - the request's identity: the key header and the record key
+//!   ([`StoreKey`], `key.rs`), the fingerprint (`fingerprint.rs`), the
+//!   caller ([`CallerScope`], [`ApiGatewayScope`], `scope.rs`), the routed
+//!   path ([`route_path`], `apigw.rs`), the execution ([`ExecutionId`]);
+//! - the record and its encoding (`record.rs`) and the pure decision
+//!   (`decision.rs`);
+//! - persistence: the [`IdempotencyStore`] trait (`store.rs`),
+//!   [`RedisStore`] (`redis_store/`) and [`MemoryStore`];
+//! - the middleware: [`IdempotencyLayer`] (`layer.rs`), [`Idempotency`]
+//!   (`service.rs`), running the handler under a renewed lease (`run.rs`),
+//!   which responses are stored ([`StoreRule`], [`NotExecuted`]);
+//! - answers: errors and their single mapping to RFC 9457 problems
+//!   (`error.rs`, `problem.rs`), one log line and one CloudWatch EMF line
+//!   per request (`outcome.rs`, `metrics.rs`).
+#![deny(missing_docs)]
+
+mod apigw;
+mod decision;
+mod error;
+mod execution;
+mod fingerprint;
+#[cfg(test)]
+mod fuzz_tests;
+mod key;
+mod layer;
+mod memory_store;
+mod metrics;
+mod outcome;
+mod problem;
+mod record;
+mod redis_store;
+mod rules;
+mod run;
+mod scope;
+mod service;
+mod settings;
+mod store;
+
+pub use apigw::route_path;
+pub use execution::ExecutionId;
+pub use key::StoreKey;
+pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
+pub use memory_store::MemoryStore;
+pub use redis_store::{ConnectError, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL};
+pub use rules::{DefaultStoreRule, NotExecuted, StoreRule};
+pub use scope::{ApiGatewayScope, CallerScope, ScopeParseError, ScopeSource};
+pub use service::Idempotency;
+pub use settings::{ConfigError, Settings};
+pub use store::{IdempotencyStore, OwnerToken, Phase, StoreError, StoredRecord};

@@ -1,0 +1,136 @@
+//! How each request ended, for the one log line and the one metric line
+//! written per request.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use lambda_http::{Body, Response};
+
+use crate::error::IdempotencyError;
+use crate::layer::Shared;
+use crate::metrics;
+use crate::StoreKey;
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Ran, and its response was stored.
+    Executed,
+    /// Ran, and its response was not stored (not final, marked not
+    /// executed, or too large): the key was released.
+    Released,
+    /// Ran, but the completed record could not be stored.
+    CompletionFailed,
+    /// The handler failed or panicked: `500`, key released.
+    HandlerFailed,
+    Replayed,
+    InProgress,
+    Mismatch,
+    MissingKey,
+    InvalidKey,
+    Unidentified,
+    TooLarge,
+    /// The store failed before the handler: `503`, nothing ran.
+    StoreError,
+    Unprotected,
+    Passthrough,
+}
+
+impl Outcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Executed => "executed",
+            Self::Released => "released",
+            Self::CompletionFailed => "completion_failed",
+            Self::HandlerFailed => "handler_failed",
+            Self::Replayed => "replayed",
+            Self::InProgress => "in_progress",
+            Self::Mismatch => "mismatch",
+            Self::MissingKey => "missing_key",
+            Self::InvalidKey => "invalid_key",
+            Self::Unidentified => "unidentified",
+            Self::TooLarge => "too_large",
+            Self::StoreError => "store_error",
+            Self::Unprotected => "unprotected",
+            Self::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Per-request bookkeeping for the log line and the metric line.
+pub(crate) struct Tally<'a, St> {
+    shared: &'a Shared<St>,
+    started: Instant,
+    /// Time spent inside the wrapped handler (not the layer's overhead).
+    handler: Duration,
+}
+
+impl<'a, St> Tally<'a, St> {
+    pub(crate) fn new(shared: &'a Shared<St>) -> Self {
+        Self {
+            shared,
+            started: Instant::now(),
+            handler: Duration::ZERO,
+        }
+    }
+
+    /// Runs the handler, adding its duration to the tally.
+    pub(crate) async fn time<F: Future>(&mut self, future: F) -> F::Output {
+        let started = Instant::now();
+        let output = future.await;
+        self.handler += started.elapsed();
+        output
+    }
+
+    pub(crate) fn finish(
+        &self,
+        outcome: Outcome,
+        key: Option<&StoreKey>,
+        response: Response<Body>,
+    ) -> Response<Body> {
+        let total = self.started.elapsed();
+        tracing::info!(
+            outcome = outcome.as_str(),
+            key_hash = key.map_or("-", StoreKey::hash),
+            status = response.status().as_u16(),
+            duration_ms = metrics::round_ms(total),
+            "idempotency"
+        );
+        if let Some(namespace) = &self.shared.settings.metrics_namespace {
+            let overhead = total.saturating_sub(self.handler);
+            metrics::emit(
+                namespace,
+                &self.shared.function_name,
+                outcome.as_str(),
+                overhead,
+            );
+        }
+        response
+    }
+
+    /// [`Tally::finish`] for a handler result: an error becomes a `500`.
+    pub(crate) fn finish_handled(
+        &self,
+        outcome: Outcome,
+        key: Option<&StoreKey>,
+        response: Result<Response<Body>, String>,
+    ) -> Response<Body> {
+        match response {
+            Ok(response) => self.finish(outcome, key, response),
+            Err(failure) => {
+                tracing::error!(error = %failure, "handler failed; answering 500");
+                self.reject(IdempotencyError::Handler, Outcome::HandlerFailed, key)
+            }
+        }
+    }
+
+    pub(crate) fn reject(
+        &self,
+        error: IdempotencyError,
+        outcome: Outcome,
+        key: Option<&StoreKey>,
+    ) -> Response<Body> {
+        let base = &self.shared.settings.problem_type_base;
+        self.finish(outcome, key, error.to_problem().into_response(base))
+    }
+}

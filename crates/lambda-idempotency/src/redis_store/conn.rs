@@ -1,0 +1,151 @@
+//! [`RedisConnection`]: the one Redis connection of a Lambda instance.
+//!
+//! Made once per cold start and shared by every invocation (and by the
+//! function's own commands, through [`crate::RedisStore::connection`]):
+//! - standalone Redis: a lazy `ConnectionManager`. Creating it never fails
+//!   because Redis is down (the function still starts, and answers `503`
+//!   until Redis is back), and it reconnects by itself, so a warm instance
+//!   recovers with no cold start;
+//! - cluster mode (ElastiCache Serverless, cluster mode enabled): the redis
+//!   crate's async cluster connection, made on first use (and retried on
+//!   the next call if that fails), which follows `MOVED`/`ASK` redirects.
+//!
+//! Reconnect retries are few and short because every call is also bounded
+//! by a timeout: a request must fail fast, not hang.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use tokio::sync::OnceCell;
+
+use super::RedisOptions;
+
+/// Why a Redis connection could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The CA bundle could not be read.
+    #[error("cannot read the CA file {path}: {source}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// The I/O failure.
+        source: std::io::Error,
+    },
+    /// The client could not be built from the URL (the URL itself is not
+    /// repeated: it may hold a password).
+    #[error("invalid Redis URL or options: {0}")]
+    Client(#[source] redis::RedisError),
+}
+
+/// A shared, self-reconnecting Redis connection, standalone or cluster.
+///
+/// Cheap to clone; every clone multiplexes over the same socket. Commands
+/// time out after [`RedisOptions::timeout`].
+#[derive(Clone)]
+pub struct RedisConnection(Inner);
+
+#[derive(Clone)]
+enum Inner {
+    Single(ConnectionManager),
+    Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
+}
+
+impl RedisConnection {
+    /// A connection to `url` (`redis://`, `rediss://` for TLS, with
+    /// `user:password@` for AUTH), made lazily on first use.
+    pub fn open(url: &str, options: &RedisOptions) -> Result<Self, ConnectError> {
+        // rustls needs one process-wide crypto provider; ring is the only
+        // one compiled in. Installing twice is harmless (the second errs).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certs = match &options.ca_file {
+            None => None,
+            Some(path) => Some(TlsCertificates {
+                client_tls: None,
+                root_cert: Some(std::fs::read(path).map_err(|source| ConnectError::CaFile {
+                    path: path.display().to_string(),
+                    source,
+                })?),
+            }),
+        };
+        let timeout = options.timeout;
+        if options.cluster {
+            let mut builder = ClusterClient::builder([url])
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2);
+            if let Some(certs) = certs {
+                builder = builder.certs(certs);
+            }
+            let client = builder.build().map_err(ConnectError::Client)?;
+            return Ok(Self(Inner::Cluster(Arc::new((client, OnceCell::new())))));
+        }
+        let client = match certs {
+            None => redis::Client::open(url),
+            Some(certs) => redis::Client::build_with_tls(url, certs),
+        }
+        .map_err(ConnectError::Client)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        ConnectionManager::new_lazy_with_config(client, config)
+            .map(|manager| Self(Inner::Single(manager)))
+            .map_err(ConnectError::Client)
+    }
+}
+
+async fn cluster(
+    shared: &(ClusterClient, OnceCell<ClusterConnection>),
+) -> redis::RedisResult<ClusterConnection> {
+    let (client, conn) = shared;
+    let conn = conn
+        .get_or_try_init(|| client.get_async_connection())
+        .await?;
+    Ok(conn.clone())
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Inner::Single(conn) => conn.req_packed_command(cmd),
+            Inner::Cluster(shared) => {
+                let shared = Arc::clone(shared);
+                Box::pin(async move { cluster(&shared).await?.req_packed_command(cmd).await })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Inner::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Inner::Cluster(shared) => {
+                let shared = Arc::clone(shared);
+                Box::pin(async move {
+                    cluster(&shared)
+                        .await?
+                        .req_packed_commands(pipeline, offset, count)
+                        .await
+                })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Inner::Single(conn) => conn.get_db(),
+            Inner::Cluster(_) => 0,
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! [`RedisStore`]: idempotency records in Redis (standalone, replicated or
+//! cluster; ElastiCache, Valkey or a local `redis-server`).
+//!
+//! A record is one string value: `p` or `c` (the phase), the owner token, a
+//! newline, then the layer's payload. One string means the claim is one
+//! plain command on the common path, `SET key value NX PX <lease> GET`: it
+//! creates the record, or returns the existing one, atomically. Replays,
+//! `409`s and `422`s therefore cost one round trip and no Lua. (Redis before
+//! 7.0 refuses `NX` with `GET`; the store then switches to an equivalent
+//! Lua claim for good.) Completing, releasing and renewing are Lua scripts
+//! that compare the owner token inside the value before writing.
+//!
+//! Every call is bounded by the command timeout, and retried once when the
+//! connection was dropped (over RESP2 a dead connection is noticed only when
+//! used, so the first call after an outage would otherwise fail). The retry
+//! is safe: a repeated claim finds our own token, and the scripts are fenced.
+//!
+//! With [`RedisOptions::min_replicas`] above zero, the claim and the
+//! completion are each pipelined with `WAIT <n> <timeout>` in the same round
+//! trip, and are not acted on unless that many replicas acknowledged them.
+
+mod conn;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::{FromRedisValue, Script, Value};
+
+pub use conn::{ConnectError, RedisConnection};
+
+use crate::settings::{ConfigError, Env};
+use crate::store::{IdempotencyStore, Phase, StoreError, StoredRecord};
+use crate::{OwnerToken, StoreKey};
+
+/// Claim for servers without `SET … NX … GET` (before Redis 7.0).
+const CLAIM_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// Writes the completed record if it is absent or owned by ARGV[1].
+const COMPLETE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local nl = string.find(v, '\n', 2, true)
+  if not nl or string.sub(v, 2, nl - 1) ~= ARGV[1] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
+/// Deletes the record if it starts with ARGV[1] (`p<owner>\n`).
+const RELEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// Rewrites the record with a new lease if it starts with ARGV[1].
+const RENEW: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// How [`RedisStore`] connects and how much it insists on durability.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// Bound on every connect and command. Default 500 ms. Env
+    /// `REDIS_TIMEOUT_MS`.
+    pub timeout: Duration,
+    /// The URL is a cluster-mode endpoint (ElastiCache Serverless, cluster
+    /// mode enabled). Default false. Env `REDIS_CLUSTER`.
+    pub cluster: bool,
+    /// A PEM CA bundle to trust for `rediss://` instead of the public
+    /// (webpki) roots. Default none. Env `REDIS_CA_FILE`.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Replicas that must acknowledge a claim and a completion (`WAIT`)
+    /// before they are acted on. Default 0. Env `REDIS_MIN_REPLICAS`.
+    pub min_replicas: u32,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_millis(500),
+            cluster: false,
+            ca_file: None,
+            min_replicas: 0,
+        }
+    }
+}
+
+/// The URL used when `REDIS_URL` is unset: a local `redis-server`.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+impl RedisOptions {
+    /// The defaults, overridden by `REDIS_TIMEOUT_MS`, `REDIS_CLUSTER`,
+    /// `REDIS_CA_FILE` and `REDIS_MIN_REPLICAS` when set.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`RedisOptions::from_env`] through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let defaults = Self::default();
+        Ok(Self {
+            timeout: env.millis("REDIS_TIMEOUT_MS", defaults.timeout)?,
+            cluster: env.boolean("REDIS_CLUSTER", defaults.cluster)?,
+            ca_file: env.get("REDIS_CA_FILE").map(Into::into),
+            min_replicas: env.count("REDIS_MIN_REPLICAS", defaults.min_replicas)?,
+        })
+    }
+}
+
+/// Idempotency records in Redis. Cheap to clone (the connection is shared).
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: RedisConnection,
+    options: Arc<RedisOptions>,
+    scripts: Arc<Scripts>,
+}
+
+struct Scripts {
+    claim: Script,
+    complete: Script,
+    release: Script,
+    renew: Script,
+    /// Set once the server refused `SET … NX … GET` (Redis before 7.0).
+    lua_claim: AtomicBool,
+}
+
+impl RedisStore {
+    /// A store over a new lazy connection to `url`.
+    pub fn open(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
+        let conn = RedisConnection::open(url, &options)?;
+        Ok(Self {
+            conn,
+            options: Arc::new(options),
+            scripts: Arc::new(Scripts {
+                claim: Script::new(CLAIM_LUA),
+                complete: Script::new(COMPLETE),
+                release: Script::new(RELEASE),
+                renew: Script::new(RENEW),
+                lua_claim: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// A store for `REDIS_URL` (default [`DEFAULT_REDIS_URL`]) with
+    /// [`RedisOptions::from_env`]. The URL is checked here, so a typo fails
+    /// at start-up; it is never echoed (it may carry a password).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        let options = RedisOptions::from_env()?;
+        let bad = |var: &'static str, reason: String| ConfigError { var, reason };
+        if redis::parse_redis_url(&url).is_none() {
+            return Err(bad("REDIS_URL", "not a redis:// or rediss:// URL".into()));
+        }
+        Self::open(&url, options).map_err(|e| match e {
+            ConnectError::CaFile { .. } => bad("REDIS_CA_FILE", e.to_string()),
+            ConnectError::Client(_) => bad("REDIS_URL", e.to_string()),
+        })
+    }
+
+    /// The store's connection, for the function's own commands: one
+    /// connection per instance, and with [`RedisOptions::min_replicas`] a
+    /// completion's `WAIT` also covers the writes sent on it before.
+    pub fn connection(&self) -> RedisConnection {
+        self.conn.clone()
+    }
+
+    /// Runs one call bounded by the timeout, retrying once when the
+    /// connection was dropped before an answer. A response timeout is not
+    /// retried: the server may be slow, not gone.
+    async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(RedisConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let timeout = self.options.timeout;
+        let mut retried = false;
+        loop {
+            match tokio::time::timeout(timeout, op(self.conn.clone())).await {
+                Err(_) => return Err(StoreError::Timeout(timeout)),
+                Ok(Err(e))
+                    if !retried
+                        && !e.is_timeout()
+                        && (e.is_connection_dropped() || e.is_io_error()) =>
+                {
+                    tracing::debug!(error = %e, "redis connection dropped; retrying once");
+                    retried = true;
+                }
+                Ok(Err(e)) if e.is_timeout() => return Err(StoreError::Timeout(timeout)),
+                Ok(result) => return result.map_err(StoreError::backend),
+            }
+        }
+    }
+
+    /// Runs `cmd` alone, or pipelined with `WAIT` when replicas must
+    /// acknowledge it; returns its reply and the replicas that did.
+    async fn with_wait(&self, cmd: redis::Cmd) -> Result<(Value, u32), StoreError> {
+        let wanted = self.options.min_replicas;
+        if wanted == 0 {
+            let value = self
+                .call(|mut conn| {
+                    let cmd = &cmd;
+                    async move { cmd.query_async::<Value>(&mut conn).await }
+                })
+                .await?;
+            return Ok((value, 0));
+        }
+        // Redis checks WAIT timeouts about every 100 ms (hz 10): leave room
+        // for that inside the command timeout.
+        let wait_ms = millis(self.options.timeout / 4);
+        let mut pipe = redis::pipe();
+        pipe.add_command(cmd).cmd("WAIT").arg(wanted).arg(wait_ms);
+        let (value, acked): (Value, i64) = self
+            .call(|mut conn| {
+                let pipe = &pipe;
+                async move { pipe.query_async(&mut conn).await }
+            })
+            .await?;
+        Ok((value, u32::try_from(acked).unwrap_or(0)))
+    }
+
+    /// `EVAL` rather than `EVALSHA` inside a pipeline: no `NOSCRIPT` to
+    /// recover from mid-pipeline.
+    fn eval(source: &str, key: &StoreKey, args: &[&[u8]]) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(source).arg(1).arg(key.as_str());
+        for arg in args {
+            cmd.arg(*arg);
+        }
+        cmd
+    }
+
+    async fn script<T: FromRedisValue>(
+        &self,
+        script: &Script,
+        key: &StoreKey,
+        args: &[&[u8]],
+    ) -> Result<T, StoreError> {
+        self.call(|mut conn| async move {
+            let mut invocation = script.key(key.as_str());
+            for arg in args {
+                invocation.arg(*arg);
+            }
+            invocation.invoke_async(&mut conn).await
+        })
+        .await
+    }
+
+    fn check_replicas(&self, acked: u32) -> Result<(), StoreError> {
+        let wanted = self.options.min_replicas;
+        if acked < wanted {
+            return Err(StoreError::NotReplicated { acked, wanted });
+        }
+        Ok(())
+    }
+
+    async fn claim_value(
+        &self,
+        key: &StoreKey,
+        value: &[u8],
+        lease: u64,
+    ) -> Result<(Value, u32), StoreError> {
+        let lease_arg = lease.to_string();
+        if !self.scripts.lua_claim.load(Ordering::Relaxed) {
+            let mut set = redis::cmd("SET");
+            set.arg(key.as_str())
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease)
+                .arg("GET");
+            match self.with_wait(set).await {
+                Err(StoreError::Backend(e)) if is_syntax_error(&*e) => {
+                    tracing::warn!(
+                        "this Redis refuses SET NX GET (before 7.0); claiming with Lua from now on"
+                    );
+                    self.scripts.lua_claim.store(true, Ordering::Relaxed);
+                }
+                Err(StoreError::Backend(e)) if is_out_of_memory(&*e) => {
+                    return self.read_when_full(key, e).await;
+                }
+                other => return other,
+            }
+        }
+        if self.options.min_replicas == 0 {
+            let args: [&[u8]; 2] = [value, lease_arg.as_bytes()];
+            let value = self.script(&self.scripts.claim, key, &args).await?;
+            return Ok((value, 0));
+        }
+        self.with_wait(Self::eval(CLAIM_LUA, key, &[value, lease_arg.as_bytes()]))
+            .await
+    }
+}
+
+impl RedisStore {
+    /// A full Redis (`noeviction`) refuses `SET` even when `NX` would not
+    /// write. Reading the record still answers replays, `409`s and `422`s;
+    /// only a new claim fails (`503`), as it must.
+    async fn read_when_full(
+        &self,
+        key: &StoreKey,
+        oom: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Result<(Value, u32), StoreError> {
+        let value = self
+            .call(|mut conn| async move {
+                redis::cmd("GET")
+                    .arg(key.as_str())
+                    .query_async::<Value>(&mut conn)
+                    .await
+            })
+            .await?;
+        match value {
+            Value::Nil => Err(StoreError::Backend(oom)),
+            found => Ok((found, 0)),
+        }
+    }
+}
+
+fn is_syntax_error(error: &(dyn std::error::Error + Send + Sync)) -> bool {
+    error
+        .to_string()
+        .to_ascii_lowercase()
+        .contains("syntax error")
+}
+
+fn is_out_of_memory(error: &(dyn std::error::Error + Send + Sync)) -> bool {
+    error.to_string().contains("OOM")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// `p` or `c`, the owner, a newline, the payload.
+fn encode(phase: Phase, owner: &OwnerToken, payload: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(2 + owner.as_str().len() + payload.len());
+    value.push(match phase {
+        Phase::InProgress => b'p',
+        Phase::Completed => b'c',
+    });
+    value.extend_from_slice(owner.as_str().as_bytes());
+    value.push(b'\n');
+    value.extend_from_slice(payload);
+    value
+}
+
+/// The fence prefix of an in-progress record owned by `owner`.
+fn in_progress_prefix(owner: &OwnerToken) -> Vec<u8> {
+    encode(Phase::InProgress, owner, &[])
+}
+
+fn decode(value: Value) -> Result<Option<StoredRecord>, StoreError> {
+    let bytes = match value {
+        Value::Nil => return Ok(None),
+        Value::BulkString(bytes) => bytes,
+        other => {
+            return Err(StoreError::Corrupt(format!(
+                "unexpected claim reply of kind {}",
+                kind(&other)
+            )))
+        }
+    };
+    let phase = match bytes.first() {
+        Some(b'p') => Phase::InProgress,
+        Some(b'c') => Phase::Completed,
+        _ => return Err(StoreError::Corrupt("unknown record phase".to_owned())),
+    };
+    let newline = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| StoreError::Corrupt("record without owner".to_owned()))?;
+    let owner = String::from_utf8_lossy(&bytes[1..newline]).into_owned();
+    let mut payload = bytes;
+    payload.drain(..=newline);
+    Ok(Some(StoredRecord {
+        phase,
+        owner: OwnerToken::from(owner),
+        payload,
+    }))
+}
+
+/// The kind of a reply, for error messages (never its content).
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Int(_) => "integer",
+        Value::Array(_) => "array",
+        Value::SimpleString(_) | Value::Okay => "status",
+        _ => "other",
+    }
+}
+
+impl IdempotencyStore for RedisStore {
+    async fn claim(
+        &self,
+        key: &StoreKey,
+        owner: &OwnerToken,
+        payload: &[u8],
+        lease: Duration,
+    ) -> Result<Option<StoredRecord>, StoreError> {
+        let value = encode(Phase::InProgress, owner, payload);
+        let (reply, acked) = self.claim_value(key, &value, millis(lease)).await?;
+        let existing = decode(reply)?;
+        if existing.is_none() {
+            if let Err(not_replicated) = self.check_replicas(acked) {
+                // Ours but not durable: give it back rather than act on it.
+                let _ = self.release(key, owner).await;
+                return Err(not_replicated);
+            }
+        }
+        Ok(existing)
+    }
+
+    async fn complete(
+        &self,
+        key: &StoreKey,
+        owner: &OwnerToken,
+        payload: &[u8],
+        retention: Duration,
+    ) -> Result<bool, StoreError> {
+        let value = encode(Phase::Completed, owner, payload);
+        let retention = millis(retention).to_string();
+        let args: [&[u8]; 3] = [owner.as_str().as_bytes(), &value, retention.as_bytes()];
+        if self.options.min_replicas == 0 {
+            return Ok(self
+                .script::<i64>(&self.scripts.complete, key, &args)
+                .await?
+                == 1);
+        }
+        let (reply, acked) = self.with_wait(Self::eval(COMPLETE, key, &args)).await?;
+        let written = i64::from_redis_value(reply).map_err(StoreError::backend)? == 1;
+        if written {
+            self.check_replicas(acked)?;
+        }
+        Ok(written)
+    }
+
+    async fn release(&self, key: &StoreKey, owner: &OwnerToken) -> Result<bool, StoreError> {
+        let prefix = in_progress_prefix(owner);
+        let args: [&[u8]; 1] = [&prefix];
+        Ok(self
+            .script::<i64>(&self.scripts.release, key, &args)
+            .await?
+            == 1)
+    }
+
+    async fn renew(
+        &self,
+        key: &StoreKey,
+        owner: &OwnerToken,
+        payload: &[u8],
+        lease: Duration,
+    ) -> Result<bool, StoreError> {
+        let prefix = in_progress_prefix(owner);
+        let value = encode(Phase::InProgress, owner, payload);
+        let lease = millis(lease).to_string();
+        let args: [&[u8]; 3] = [&prefix, &value, lease.as_bytes()];
+        Ok(self.script::<i64>(&self.scripts.renew, key, &args).await? == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests;

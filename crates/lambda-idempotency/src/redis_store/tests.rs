@@ -1,0 +1,251 @@
+//! The store's contract against a real `redis-server`: atomic claims,
+//! fencing by owner token, expiry, the pre-7.0 Lua claim, and replica
+//! acknowledgement.
+
+use std::time::Duration;
+
+use testkit::RedisServer;
+
+use super::*;
+use crate::key::IdempotencyKey;
+
+fn store(redis: &RedisServer, options: RedisOptions) -> RedisStore {
+    RedisStore::open(&redis.url(), options).expect("store")
+}
+
+fn key(name: &str) -> StoreKey {
+    let key = IdempotencyKey::try_from(name).expect("key");
+    StoreKey::derive("test", "anonymous", "POST", "/orders", &key)
+}
+
+fn owner(name: &str) -> OwnerToken {
+    OwnerToken::from(name.to_owned())
+}
+
+const LEASE: Duration = Duration::from_secs(10);
+
+#[tokio::test]
+async fn a_claim_creates_the_record_once_and_then_returns_it() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    let k = key("k1");
+
+    assert_eq!(
+        store.claim(&k, &owner("a"), b"first", LEASE).await.unwrap(),
+        None
+    );
+    let found = store
+        .claim(&k, &owner("b"), b"second", LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        Some(StoredRecord {
+            phase: Phase::InProgress,
+            owner: owner("a"),
+            payload: b"first".to_vec(),
+        })
+    );
+}
+
+#[tokio::test]
+async fn payloads_with_newlines_and_binary_bytes_survive_intact() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    let k = key("k-bin");
+    let payload: Vec<u8> = (0..=255u8).chain(b"\n\nend".iter().copied()).collect();
+    store.claim(&k, &owner("a"), &payload, LEASE).await.unwrap();
+    store
+        .complete(&k, &owner("a"), &payload, LEASE)
+        .await
+        .unwrap();
+    let found = store
+        .claim(&k, &owner("b"), b"", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.phase, Phase::Completed);
+    assert_eq!(found.payload, payload);
+}
+
+#[tokio::test]
+async fn only_the_owner_completes_releases_or_renews() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    let k = key("k2");
+    store.claim(&k, &owner("a"), b"p", LEASE).await.unwrap();
+
+    assert!(!store.complete(&k, &owner("b"), b"x", LEASE).await.unwrap());
+    assert!(!store.release(&k, &owner("b")).await.unwrap());
+    assert!(!store.renew(&k, &owner("b"), b"x", LEASE).await.unwrap());
+    assert!(store
+        .renew(&k, &owner("a"), b"renewed", LEASE)
+        .await
+        .unwrap());
+    assert!(store
+        .complete(&k, &owner("a"), b"done", LEASE)
+        .await
+        .unwrap());
+    // Repeating a completion (a lost reply, retried) changes nothing more.
+    assert!(store
+        .complete(&k, &owner("a"), b"done", LEASE)
+        .await
+        .unwrap());
+    // A completed record is never released or renewed, even by its owner.
+    assert!(!store.release(&k, &owner("a")).await.unwrap());
+    assert!(!store.renew(&k, &owner("a"), b"x", LEASE).await.unwrap());
+    let found = store
+        .claim(&k, &owner("c"), b"", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (found.phase, found.payload),
+        (Phase::Completed, b"done".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn a_released_key_can_be_claimed_again_at_once() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    let k = key("k3");
+    store.claim(&k, &owner("a"), b"p", LEASE).await.unwrap();
+    assert!(store.release(&k, &owner("a")).await.unwrap());
+    assert_eq!(
+        store.claim(&k, &owner("b"), b"p", LEASE).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test]
+async fn leases_expire_and_a_late_owner_may_still_complete_an_unclaimed_key() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    let k = key("k4");
+    store
+        .claim(&k, &owner("a"), b"p", Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Nobody took it over: storing the late result is safe and saves a rerun.
+    assert!(store
+        .complete(&k, &owner("a"), b"late", LEASE)
+        .await
+        .unwrap());
+
+    let taken = key("k5");
+    store
+        .claim(&taken, &owner("a"), b"p", Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert_eq!(
+        store.claim(&taken, &owner("b"), b"p", LEASE).await.unwrap(),
+        None
+    );
+    // Taken over: the late owner's completion is refused.
+    assert!(!store
+        .complete(&taken, &owner("a"), b"late", LEASE)
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn the_lua_claim_for_servers_before_7_behaves_like_set_nx_get() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    store.scripts.lua_claim.store(true, Ordering::Relaxed);
+    let k = key("k6");
+    assert_eq!(
+        store.claim(&k, &owner("a"), b"one", LEASE).await.unwrap(),
+        None
+    );
+    let found = store
+        .claim(&k, &owner("b"), b"two", LEASE)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found.owner, found.payload), (owner("a"), b"one".to_vec()));
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(k.as_str())
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 10_000, "{ttl}");
+}
+
+#[tokio::test]
+async fn a_foreign_value_at_the_key_is_an_error_not_a_panic() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    let k = key("k7");
+    let _: () = redis::cmd("HSET")
+        .arg(k.as_str())
+        .arg("s")
+        .arg("p")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(store.claim(&k, &owner("a"), b"p", LEASE).await.is_err());
+    let other = key("k8");
+    let _: () = redis::cmd("SET")
+        .arg(other.as_str())
+        .arg("garbage")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(matches!(
+        store.claim(&other, &owner("a"), b"p", LEASE).await,
+        Err(StoreError::Corrupt(_))
+    ));
+}
+
+#[tokio::test]
+async fn without_enough_replicas_a_claim_is_given_back_and_refused() {
+    let redis = RedisServer::start();
+    let options = RedisOptions {
+        min_replicas: 1,
+        ..RedisOptions::default()
+    };
+    let store = store(&redis, options);
+    let k = key("k9");
+    let result = store.claim(&k, &owner("a"), b"p", LEASE).await;
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::NotReplicated {
+                acked: 0,
+                wanted: 1
+            })
+        ),
+        "{result:?}"
+    );
+    assert_eq!(
+        redis.count("test:*"),
+        0,
+        "the unacknowledged claim was released"
+    );
+}
+
+#[tokio::test]
+async fn with_a_live_replica_claims_and_completions_are_acknowledged() {
+    let primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    let options = RedisOptions {
+        min_replicas: 1,
+        ..RedisOptions::default()
+    };
+    let store = store(&primary, options);
+    let k = key("k10");
+    assert_eq!(
+        store.claim(&k, &owner("a"), b"p", LEASE).await.unwrap(),
+        None
+    );
+    assert!(store
+        .complete(&k, &owner("a"), b"done", LEASE)
+        .await
+        .unwrap());
+    let on_replica: Option<Vec<u8>> = redis::cmd("GET")
+        .arg(k.as_str())
+        .query(&mut replica.conn())
+        .unwrap();
+    assert!(on_replica.is_some_and(|v| v.ends_with(b"done")));
+}

@@ -1,0 +1,307 @@
+//! Whose key is it: the caller scope hashed into every record key, so that
+//! one caller's `Idempotency-Key` can never replay another caller's
+//! response.
+//!
+//! [`CallerScope`] is the pluggable part; [`ApiGatewayScope`] is the
+//! default, reading every identity API Gateway can deliver, in a
+//! configurable order:
+//!
+//! | source | where it is read | scope |
+//! |---|---|---|
+//! | `jwt` | HTTP API JWT authorizer claims; REST Cognito authorizer `claims` | issuer and `sub` |
+//! | `authorizer` | REST Lambda authorizer `principalId`; HTTP API Lambda authorizer context (`authorizer.lambda`) | the principal, or the whole context (sorted) |
+//! | `authorizer:<field>` | the same, one named context field | that field |
+//! | `iam` | the caller's IAM ARN (v1 `identity.userArn`, v2 `authorizer.iam.userArn`) | the ARN; for an assumed role, the role without its session name |
+//! | `api-key` | REST API key id | the key id |
+//! | `anonymous` | always matches | one shared scope |
+//!
+//! A source that is present but yields nothing (a JWT without `sub`, an
+//! empty principal) refuses the request rather than falling through to a
+//! weaker identity. A request that no source matches is refused with
+//! `403`: anonymous callers share one key space, so they are accepted only
+//! when `anonymous` is listed.
+//!
+//! An assumed-role IAM caller keeps its scope across credential refreshes
+//! (a new session name), so a retry after a refresh is still a retry; the
+//! price is that all sessions of one role share a key space.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use lambda_http::aws_lambda_events::apigw::ApiGatewayRequestAuthorizer;
+use lambda_http::request::RequestContext;
+use lambda_http::{Request, RequestExt};
+use serde_json::Value;
+
+/// Decides which caller a request belongs to.
+///
+/// Implemented for closures `Fn(&Request) -> Option<String>`.
+pub trait CallerScope: Send + Sync + 'static {
+    /// The caller's scope, or `None` to refuse the request with `403`.
+    fn scope(&self, req: &Request) -> Option<String>;
+}
+
+impl<F> CallerScope for F
+where
+    F: Fn(&Request) -> Option<String> + Send + Sync + 'static,
+{
+    fn scope(&self, req: &Request) -> Option<String> {
+        self(req)
+    }
+}
+
+/// One identity source of [`ApiGatewayScope`] (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeSource {
+    /// JWT issuer and subject.
+    Jwt,
+    /// A Lambda authorizer's principal or context, or one named field.
+    Authorizer(Option<String>),
+    /// The IAM caller.
+    Iam,
+    /// The REST API key id.
+    ApiKey,
+    /// Any request: one shared, anonymous scope.
+    Anonymous,
+}
+
+/// The default scope: API Gateway identities, tried in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiGatewayScope {
+    sources: Vec<ScopeSource>,
+}
+
+impl Default for ApiGatewayScope {
+    /// `jwt,authorizer,iam,api-key`: every identity, no anonymous callers.
+    fn default() -> Self {
+        Self::new(vec![
+            ScopeSource::Jwt,
+            ScopeSource::Authorizer(None),
+            ScopeSource::Iam,
+            ScopeSource::ApiKey,
+        ])
+    }
+}
+
+impl ApiGatewayScope {
+    /// A scope trying `sources` in order.
+    pub fn new(sources: Vec<ScopeSource>) -> Self {
+        Self { sources }
+    }
+
+    /// The sources, in order.
+    pub fn sources(&self) -> &[ScopeSource] {
+        &self.sources
+    }
+
+    /// Whether requests without an identity are accepted (in one shared
+    /// scope). Worth a warning at start-up.
+    pub fn allows_anonymous(&self) -> bool {
+        self.sources.contains(&ScopeSource::Anonymous)
+    }
+}
+
+/// Why a scope list could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a scope source (jwt, authorizer, authorizer:<field>, iam, api-key, anonymous)"
+)]
+pub struct ScopeParseError(String);
+
+impl FromStr for ApiGatewayScope {
+    type Err = ScopeParseError;
+
+    /// Parses a comma-separated list such as `jwt,authorizer:userId,anonymous`.
+    fn from_str(list: &str) -> Result<Self, ScopeParseError> {
+        let sources = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s {
+                "jwt" => Ok(ScopeSource::Jwt),
+                "authorizer" => Ok(ScopeSource::Authorizer(None)),
+                "iam" => Ok(ScopeSource::Iam),
+                "api-key" => Ok(ScopeSource::ApiKey),
+                "anonymous" => Ok(ScopeSource::Anonymous),
+                other => match other.strip_prefix("authorizer:") {
+                    Some(field) if !field.is_empty() => {
+                        Ok(ScopeSource::Authorizer(Some(field.to_owned())))
+                    }
+                    _ => Err(ScopeParseError(other.to_owned())),
+                },
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if sources.is_empty() {
+            return Err(ScopeParseError(list.to_owned()));
+        }
+        Ok(Self::new(sources))
+    }
+}
+
+impl fmt::Display for ApiGatewayScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<String> = self
+            .sources
+            .iter()
+            .map(|s| match s {
+                ScopeSource::Jwt => "jwt".to_owned(),
+                ScopeSource::Authorizer(None) => "authorizer".to_owned(),
+                ScopeSource::Authorizer(Some(field)) => format!("authorizer:{field}"),
+                ScopeSource::Iam => "iam".to_owned(),
+                ScopeSource::ApiKey => "api-key".to_owned(),
+                ScopeSource::Anonymous => "anonymous".to_owned(),
+            })
+            .collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// What one source found.
+enum Found {
+    Scope(String),
+    Absent,
+    /// Present but unusable: refuse, do not fall through.
+    Invalid,
+}
+
+impl CallerScope for ApiGatewayScope {
+    fn scope(&self, req: &Request) -> Option<String> {
+        let ctx = req.request_context_ref();
+        for source in &self.sources {
+            match read(source, ctx) {
+                Found::Scope(scope) => return Some(scope),
+                Found::Invalid => return None,
+                Found::Absent => {}
+            }
+        }
+        None
+    }
+}
+
+fn read(source: &ScopeSource, ctx: Option<&RequestContext>) -> Found {
+    if *source == ScopeSource::Anonymous {
+        return Found::Scope("anonymous".to_owned());
+    }
+    let Some(ctx) = ctx else {
+        return Found::Absent;
+    };
+    match source {
+        ScopeSource::Jwt => jwt(ctx),
+        ScopeSource::Authorizer(field) => lambda_authorizer(ctx, field.as_deref()),
+        ScopeSource::Iam => iam(ctx),
+        ScopeSource::ApiKey => match ctx {
+            RequestContext::ApiGatewayV1(v1) => tagged("apikey", v1.identity.api_key_id.as_deref()),
+            _ => Found::Absent,
+        },
+        ScopeSource::Anonymous => Found::Absent,
+    }
+}
+
+/// `tag:<value>`, or `Invalid` for an empty value, `Absent` for none.
+fn tagged(tag: &str, value: Option<&str>) -> Found {
+    match value {
+        None => Found::Absent,
+        Some("") => Found::Invalid,
+        Some(v) => Found::Scope(format!("{tag}:{v}")),
+    }
+}
+
+fn authorizer(ctx: &RequestContext) -> Option<&ApiGatewayRequestAuthorizer> {
+    ctx.authorizer()
+}
+
+fn jwt(ctx: &RequestContext) -> Found {
+    let Some(auth) = authorizer(ctx) else {
+        return Found::Absent;
+    };
+    let (iss, sub) = if let Some(jwt) = &auth.jwt {
+        (
+            jwt.claims.get("iss").map(String::as_str),
+            jwt.claims.get("sub").map(String::as_str),
+        )
+    } else if let Some(claims) = auth.fields.get("claims") {
+        (
+            claims.get("iss").and_then(Value::as_str),
+            claims.get("sub").and_then(Value::as_str),
+        )
+    } else {
+        return Found::Absent;
+    };
+    match sub {
+        None | Some("") => Found::Invalid,
+        // Length-prefixed so no (issuer, subject) pair can imitate another.
+        Some(sub) => {
+            let iss = iss.unwrap_or("");
+            Found::Scope(format!("jwt:{}:{iss}{sub}", iss.len()))
+        }
+    }
+}
+
+fn lambda_authorizer(ctx: &RequestContext, field: Option<&str>) -> Found {
+    let Some(auth) = authorizer(ctx) else {
+        return Found::Absent;
+    };
+    let fields = &auth.fields;
+    let is_v1 = matches!(ctx, RequestContext::ApiGatewayV1(_));
+    // A REST Cognito authorizer also lands in `fields`, as `claims` only.
+    if fields.is_empty() || (is_v1 && fields.contains_key("claims") && field.is_none()) {
+        return Found::Absent;
+    }
+    match field {
+        Some(name) => match fields.get(name) {
+            None => Found::Absent,
+            Some(value) => tagged(&format!("lambda.{name}"), Some(&scalar(value))),
+        },
+        None if is_v1 => match fields.get("principalId") {
+            None => Found::Absent,
+            Some(value) => tagged("lambda", Some(&scalar(value))),
+        },
+        // HTTP API simple responses carry no principal: the whole context,
+        // sorted, is the identity (pin one field with `authorizer:<field>`
+        // if the context holds anything that changes between requests).
+        None => match fields.get("principalId") {
+            Some(value) => tagged("lambda", Some(&scalar(value))),
+            None => {
+                let sorted: BTreeMap<&String, &Value> = fields.iter().collect();
+                Found::Scope(format!(
+                    "lambda-context:{}",
+                    serde_json::to_string(&sorted).unwrap_or_default()
+                ))
+            }
+        },
+    }
+}
+
+/// A context value as text: strings as they are, anything else as JSON.
+fn scalar(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn iam(ctx: &RequestContext) -> Found {
+    let arn = match ctx {
+        RequestContext::ApiGatewayV1(v1) => v1.identity.user_arn.as_deref(),
+        _ => authorizer(ctx)
+            .and_then(|a| a.iam.as_ref())
+            .and_then(|iam| iam.user_arn.as_deref()),
+    };
+    tagged("iam", arn.map(without_session_name))
+}
+
+/// `arn:aws:sts::1:assumed-role/Role/session` → `arn:aws:sts::1:assumed-role/Role`.
+fn without_session_name(arn: &str) -> &str {
+    match arn.split_once(":assumed-role/") {
+        Some((_, role_and_session)) => match role_and_session.find('/') {
+            Some(slash) => &arn[..arn.len() - role_and_session.len() + slash],
+            None => arn,
+        },
+        None => arn,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+//! The order domain: `POST /orders` creates an order, `GET /orders/{id}`
+//! reads one.
+//!
+//! Nothing here knows about idempotency keys. What makes creation safe to
+//! repeat is local to this crate: a request may carry an [`OrderId`] in its
+//! extensions (whoever composes the function derives it from the request's
+//! identity), and the order is written only if that id is free, so a second
+//! attempt at the same request finds the first attempt's order and answers
+//! with it, byte for byte. A request refused before anything was written is
+//! marked [`Rejected`] in the response's extensions.
+//!
+//! # Layout
+//! - `model`: the validated payload ([`NewOrder`]) and the stored [`Order`];
+//! - `repo`: [`OrderRepo`], orders in Redis, written only if absent;
+//! - `problem`: RFC 9457 error responses ([`Problem`]);
+//! - this file: the two handlers and their errors.
+
+mod model;
+mod problem;
+mod repo;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use lambda_http::http::{header, HeaderValue, StatusCode};
+use lambda_http::tower::Service;
+use lambda_http::{Body, BoxFuture, Request, Response};
+use redis::aio::ConnectionLike;
+use serde_json::json;
+use thiserror::Error;
+
+pub use model::{NewOrder, Order, OrderInputError, MAX_PRODUCT_CHARS, MAX_QUANTITY};
+pub use problem::{Problem, PROBLEM_JSON};
+pub use repo::{order_key, OrderRepo, RepoError};
+
+/// Request extension: the id the order created by this request must have.
+/// Every attempt at one request should carry the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderId(uuid::Uuid);
+
+impl OrderId {
+    /// The id built from 128 bits (a UUID of version 8, "custom").
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(uuid::Builder::from_custom_bytes(bytes).into_uuid())
+    }
+}
+
+/// Response extension: the request was refused before anything was
+/// written, so repeating it (corrected) is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rejected;
+
+/// Why an orders request failed; mapped to HTTP once, in `to_problem`.
+#[derive(Debug, Error)]
+pub enum OrderError {
+    /// The body is not declared as JSON.
+    #[error("send the order as JSON with Content-Type: application/json")]
+    UnsupportedMediaType,
+    /// The body is compressed or otherwise encoded.
+    #[error("send the order uncompressed, without Content-Encoding")]
+    UnsupportedEncoding,
+    /// The payload was refused.
+    #[error(transparent)]
+    Input(#[from] OrderInputError),
+    /// The order's id already names a different order.
+    #[error("an order was already created for this request with different content")]
+    Conflict,
+    /// No order has this id.
+    #[error("no order with this id")]
+    NotFound,
+    /// Redis failed; the client may retry.
+    #[error(transparent)]
+    Store(#[from] RepoError),
+}
+
+impl OrderError {
+    /// The problem+json response for this error.
+    pub fn to_problem(&self) -> Problem {
+        let (status, slug, title) = match self {
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            ),
+            Self::UnsupportedEncoding => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-encoding",
+                "Unsupported content encoding",
+            ),
+            Self::Input(OrderInputError::Malformed(_)) => (
+                StatusCode::BAD_REQUEST,
+                "malformed-json",
+                "Malformed JSON body",
+            ),
+            Self::Input(OrderInputError::Invalid(_)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-order",
+                "Invalid order",
+            ),
+            Self::Conflict => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "order-conflict",
+                "Order conflict",
+            ),
+            Self::NotFound => (StatusCode::NOT_FOUND, "order-not-found", "Order not found"),
+            // The detail stays generic: the cause is logged, not sent.
+            Self::Store(_) => {
+                return Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "order-store-unavailable",
+                    "Service temporarily unavailable",
+                    "The order may not have been saved. Retry with the same Idempotency-Key \
+                     to get its result.",
+                )
+                .with_retry_after(1)
+            }
+        };
+        Problem::new(status, slug, title, self.to_string())
+    }
+
+    fn into_response(self, type_base: &str) -> Response<Body> {
+        if let Self::Store(cause) = &self {
+            tracing::error!(error = %cause, "order store failed");
+        }
+        let refused_before_writing = !matches!(self, Self::Store(_) | Self::NotFound);
+        let mut response = self.to_problem().into_response(type_base);
+        if refused_before_writing {
+            response.extensions_mut().insert(Rejected);
+        }
+        response
+    }
+}
+
+/// The `201` for a created (or found) order. A pure function of the order,
+/// so every attempt at one request answers the same bytes.
+fn created(order: &Order) -> Response<Body> {
+    let mut response = json_response(
+        StatusCode::CREATED,
+        &json!({ "message": "Order created", "order": order }),
+    );
+    if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Body::Text(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Whether a `Content-Type` value names JSON (`application/json`, `*/*+json`).
+fn is_json(content_type: &str) -> bool {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+        || (media.len() > 5 && media[media.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
+/// Handles `POST /orders`: validate, store once, answer `201` with
+/// `Location`.
+pub async fn create_order<C>(repo: &OrderRepo<C>, req: &Request, type_base: &str) -> Response<Body>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    match try_create(repo, req).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(type_base),
+    }
+}
+
+async fn try_create<C>(repo: &OrderRepo<C>, req: &Request) -> Result<Response<Body>, OrderError>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    let headers = req.headers();
+    let encoded = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        return Err(OrderError::UnsupportedEncoding);
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    if !content_type.is_some_and(is_json) {
+        return Err(OrderError::UnsupportedMediaType);
+    }
+    let new = NewOrder::try_from(req.body().as_ref())?;
+    let id = req
+        .extensions()
+        .get::<OrderId>()
+        .map_or_else(uuid::Uuid::now_v7, |id| id.0);
+    let order = Order::new(id.to_string(), new.clone());
+    match repo.insert_once(&order).await? {
+        None => Ok(created(&order)),
+        Some(existing) if existing.matches(&new) => Ok(created(&existing)),
+        Some(_) => Err(OrderError::Conflict),
+    }
+}
+
+/// Handles `GET /orders/{id}`: `200` with the order, or `404`.
+pub async fn get_order<C>(repo: &OrderRepo<C>, id: &str, type_base: &str) -> Response<Body>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    // Ids are UUIDs; anything else cannot exist, so Redis is not asked.
+    if uuid::Uuid::try_parse(id).is_err() {
+        return OrderError::NotFound.into_response(type_base);
+    }
+    match repo.get(id).await {
+        Ok(Some(order)) => json_response(StatusCode::OK, &json!(order)),
+        Ok(None) => OrderError::NotFound.into_response(type_base),
+        Err(e) => OrderError::Store(e).into_response(type_base),
+    }
+}
+
+/// [`create_order`] as a tower service, so layers can wrap it.
+#[derive(Clone)]
+pub struct CreateOrder<C> {
+    repo: OrderRepo<C>,
+    type_base: Arc<str>,
+}
+
+impl<C> CreateOrder<C> {
+    /// The create handler over `repo`; its problems' `type` URIs start
+    /// with `type_base`.
+    pub fn new(repo: OrderRepo<C>, type_base: &str) -> Self {
+        Self {
+            repo,
+            type_base: Arc::from(type_base),
+        }
+    }
+}
+
+impl<C> Service<Request> for CreateOrder<C>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(create_order(&this.repo, &req, &this.type_base).await) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_refusal_before_writing_is_marked_rejected_and_store_failures_are_not() {
+        let refusals = [
+            OrderError::UnsupportedMediaType,
+            OrderError::UnsupportedEncoding,
+            OrderError::Input(OrderInputError::Invalid("x".into())),
+            OrderError::Input(OrderInputError::Malformed("x".into())),
+            OrderError::Conflict,
+        ];
+        for error in refusals {
+            let response = error.into_response("urn:t:");
+            assert!(response.extensions().get::<Rejected>().is_some());
+            assert!(response.status().is_client_error());
+        }
+        let failed = OrderError::Store(RepoError::Timeout(std::time::Duration::ZERO));
+        let response = failed.into_response("urn:t:");
+        assert_eq!(response.status(), 503);
+        assert!(response.extensions().get::<Rejected>().is_none());
+    }
+
+    #[test]
+    fn order_ids_from_bytes_are_stable_uuids() {
+        let a = OrderId::from_bytes([7; 16]);
+        assert_eq!(a, OrderId::from_bytes([7; 16]));
+        assert_ne!(a, OrderId::from_bytes([8; 16]));
+        assert_eq!(a.0.get_version_num(), 8);
+    }
+
+    #[test]
+    fn json_media_types_are_recognised() {
+        for ct in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(ct), "{ct}");
+        }
+        for ct in ["text/plain", "application/jsonx", "+json"] {
+            assert!(!is_json(ct), "{ct}");
+        }
+    }
+}

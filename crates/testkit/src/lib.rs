@@ -1,0 +1,27 @@
+//! Test support for the workspace's integration tests and benchmark: real
+//! parts only.
+//!
+//! # Layout
+//! - [`server`]: a `redis-server` per test, on a free port (plain or TLS),
+//!   that can be stopped, restarted, frozen and made a replica.
+//! - [`cluster`]: a local three-master Redis Cluster.
+//! - [`proxy`]: a TCP proxy that delays or freezes Redis traffic.
+//! - [`fuzz`]: a deterministic property fuzzer and JSON generators.
+//! - [`fixtures`]: the repository's `events/*.json` as requests, and
+//!   assertions on responses.
+//! - [`harness`]: a Lambda Runtime API per instance, driving N processes of
+//!   a release binary the way Lambda runs them.
+//!
+//! No helper mocks Redis, and none skips a test when `redis-server` is
+//! missing: that is a failure that says how to install it.
+
+pub mod cluster;
+pub mod fixtures;
+pub mod fuzz;
+pub mod harness;
+pub mod proxy;
+pub mod server;
+mod tls;
+
+pub use cluster::RedisCluster;
+pub use server::RedisServer;

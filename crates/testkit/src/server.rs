@@ -1,0 +1,373 @@
+//! [`RedisServer`]: a real `redis-server` started by the test on a free
+//! port, killed on drop, stoppable, freezable and restartable on the same
+//! port, with a synchronous connection for the test's own assertions.
+//!
+//! No test mocks Redis, and none is skipped when `redis-server` is missing:
+//! that is a failure that says how to install it.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::tls::generate_certificates;
+
+pub(crate) const INSTALL_HINT: &str = "redis-server is required by the integration tests and was not found. \
+Install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis` (macOS), \
+or run `bash .ci/run`, which installs it. Set REDIS_SERVER_BIN to use a binary outside PATH.";
+
+/// A `redis-server` process owned by one test.
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+    extra: Vec<String>,
+    tls: Option<PathBuf>,
+}
+
+fn binary() -> String {
+    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free TCP port on 127.0.0.1")
+}
+
+impl RedisServer {
+    /// Starts a server on a free port and waits until it answers PING.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Like [`RedisServer::start`], with extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Self {
+        Self::launch(extra, None)
+    }
+
+    /// Starts a TLS-only server (`rediss://`) with a CA and certificate
+    /// generated for this test by the `openssl` CLI.
+    pub fn start_tls() -> Self {
+        let dir = std::env::temp_dir().join(format!("idem-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        generate_certificates(&dir);
+        Self::launch(&[], Some(dir))
+    }
+
+    fn launch(extra: &[&str], tls: Option<PathBuf>) -> Self {
+        // Picking a free port then binding it is racy between parallel
+        // tests; a server that loses the race exits, and we try another.
+        for _ in 0..10 {
+            let mut server = Self {
+                port: free_port(),
+                child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
+                tls: tls.clone(),
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server failed to start on 10 different ports");
+    }
+
+    fn args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        let mut args: Vec<String> = match &self.tls {
+            None => vec!["--port".into(), port],
+            Some(dir) => {
+                let file = |name: &str| dir.join(name).display().to_string();
+                vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port,
+                    "--tls-cert-file".into(),
+                    file("server.crt"),
+                    "--tls-key-file".into(),
+                    file("server.key"),
+                    "--tls-ca-cert-file".into(),
+                    file("ca.crt"),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                ]
+            }
+        };
+        for arg in ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] {
+            args.push(arg.into());
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = match Command::new(binary())
+            .args(self.args())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
+            Err(e) => panic!("could not start redis-server: {e}"),
+        };
+        self.child = Some(child);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if self.ping() {
+                return true;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!(
+            "redis-server on port {} did not answer PING within 10 s",
+            self.port
+        );
+    }
+
+    fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        if self.tls.is_some() {
+            // Listening is enough: a plain PING cannot cross TLS.
+            return true;
+        }
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+        let mut reply = [0u8; 7];
+        // A server with a password answers NOAUTH: it is up all the same.
+        stream.write_all(b"PING\r\n").is_ok()
+            && stream.read_exact(&mut reply).is_ok()
+            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
+    }
+
+    /// The server's TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's URL (`rediss://` for a TLS server).
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|dir| dir.join("ca.crt"))
+    }
+
+    /// Kills the server (as an outage would) and waits for it to be gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port (empty: nothing is saved).
+    pub fn restart(&mut self) {
+        self.stop();
+        let started = Instant::now();
+        // The port can take a moment to be bindable again.
+        while !self.spawn() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server could not restart on port {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a server replicating `primary`, and waits until its link is up
+    /// and it holds the primary's data.
+    pub fn replica_of(primary: &RedisServer) -> Self {
+        let port = primary.port.to_string();
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]);
+        let started = Instant::now();
+        while !replica
+            .info("replication")
+            .contains("master_link_status:up")
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the replica never linked to its primary"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        replica
+    }
+
+    /// Makes a replica a primary (`REPLICAOF NO ONE`), as a failover does.
+    pub fn promote(&self) {
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("NO")
+            .arg("ONE")
+            .query(&mut self.conn())
+            .expect("REPLICAOF NO ONE");
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers,
+    /// and a replica stops acknowledging.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Thaws a server frozen by [`RedisServer::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .unwrap_or_else(|e| panic!("could not run kill -{signal}: {e}"));
+            assert!(status.success(), "kill -{signal} failed");
+        }
+    }
+
+    /// Starts recording the commands clients send (`MONITOR`), without
+    /// the ones scripts run inside Redis.
+    pub fn monitor(&self) -> Monitor {
+        Monitor::start(self.port)
+    }
+
+    /// `INFO <section>` as text.
+    pub fn info(&self, section: &str) -> String {
+        redis::cmd("INFO")
+            .arg(section)
+            .query(&mut self.conn())
+            .unwrap_or_default()
+    }
+
+    /// A synchronous connection for the test's own assertions.
+    pub fn conn(&self) -> redis::Connection {
+        let client = match self.ca_file() {
+            None => redis::Client::open(self.url()),
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca).expect("CA file")),
+                },
+            ),
+        };
+        client
+            .and_then(|c| c.get_connection())
+            .expect("test connection to redis-server")
+    }
+
+    /// Number of keys matching `pattern` (e.g. `orders:*`).
+    pub fn count(&self, pattern: &str) -> usize {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.conn())
+            .expect("KEYS");
+        keys.len()
+    }
+
+    /// Number of stored orders.
+    pub fn orders(&self) -> usize {
+        self.count("orders:*")
+    }
+
+    /// The server's `INFO commandstats` `calls` for one command.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.conn())
+            .expect("INFO");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Resets `INFO commandstats`.
+    pub fn reset_stats(&self) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut self.conn())
+            .expect("CONFIG RESETSTAT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+        if let Some(dir) = &self.tls {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The commands clients sent to a server since [`RedisServer::monitor`],
+/// read from `MONITOR` on a thread of its own: the exact round trips a
+/// function made, which `INFO commandstats` cannot tell (it also counts
+/// what scripts run inside Redis).
+pub struct Monitor {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stream: TcpStream,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Self {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("MONITOR connection");
+        stream.write_all(b"MONITOR\r\n").expect("MONITOR");
+        let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+        let mut ok = String::new();
+        std::io::BufRead::read_line(&mut reader, &mut ok).expect("MONITOR reply");
+        assert!(ok.starts_with("+OK"), "MONITOR refused: {ok}");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
+                // `+<time> [<db> <client>] "CMD" …`; scripts show as `[<db> lua]`.
+                if !line.contains(" lua] ") {
+                    if let Some(start) = line.find("] \"") {
+                        let name = line[start + 3..].split('"').next().unwrap_or("");
+                        sink.lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(name.to_ascii_lowercase());
+                    }
+                }
+                line.clear();
+            }
+        });
+        Self { seen, stream }
+    }
+
+    /// The command names sent so far (lower case), after waiting briefly
+    /// for `MONITOR` to catch up; clears the record.
+    pub fn take(&self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(100));
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}

@@ -1,0 +1,244 @@
+//! No one replays what is not theirs, and every event shape means the same
+//! thing: caller identities of every kind API Gateway delivers, the
+//! anonymous default, repeated and padded `Idempotency-Key` headers on REST
+//! (v1), HTTP API (v2) and function URL events, and stages named like a
+//! route. Raw events go through the real entry point, in process, against a
+//! real `redis-server`.
+
+use idempotent_orders::{entry, App, Config};
+use serde_json::{json, Value};
+use testkit::fixtures::{context_with_deadline_in, events_dir};
+use testkit::harness::{function_env, lookup};
+use testkit::RedisServer;
+
+fn app_with(redis: &RedisServer, extra: &[(&str, &str)]) -> App {
+    let quiet = [&[("METRICS_NAMESPACE", "")], extra].concat();
+    let config = Config::from_lookup(lookup(function_env(&redis.url(), &quiet))).expect("config");
+    App::from_config(&config).expect("app")
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/{name}", events_dir());
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
+}
+
+/// The v2 order fixture with `key` and `authorizer` (if any).
+fn v2(key: &str, authorizer: Option<Value>) -> Value {
+    let mut event = fixture("post_order.json");
+    event["headers"]["idempotency-key"] = key.into();
+    if let Some(authorizer) = authorizer {
+        event["requestContext"]["authorizer"] = authorizer;
+    }
+    event
+}
+
+/// The same request as a function URL sends it (a v2 payload).
+fn function_url(key: &str) -> Value {
+    let mut event = v2(key, None);
+    event["requestContext"]["domainName"] = "a1b2c3.lambda-url.eu-west-1.on.aws".into();
+    event["requestContext"]["domainPrefix"] = "a1b2c3".into();
+    event
+}
+
+/// The REST (v1) order fixture with these `Idempotency-Key` values: the
+/// last in `headers` (as API Gateway sends it), all in `multiValueHeaders`.
+fn v1(header_name: &str, keys: &[&str]) -> Value {
+    let mut event = fixture("rest_v1_post_order_prod_stage.json");
+    for field in ["headers", "multiValueHeaders"] {
+        event[field]
+            .as_object_mut()
+            .unwrap()
+            .remove("Idempotency-Key");
+    }
+    event["headers"][header_name] = (*keys.last().unwrap()).into();
+    event["multiValueHeaders"][header_name] = json!(keys);
+    event
+}
+
+async fn invoke(app: &App, event: &Value) -> (u16, Value) {
+    let raw = serde_json::value::RawValue::from_string(event.to_string()).expect("raw");
+    let ctx = context_with_deadline_in(std::time::Duration::from_secs(3));
+    let response = entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
+        .await
+        .expect("the entry point never fails on client input");
+    let status = response["statusCode"].as_u64().expect("status") as u16;
+    let body =
+        serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);
+    // v1 answers carry their headers in `multiValueHeaders`.
+    let replayed = response["headers"]["idempotent-replayed"] == "true"
+        || response["multiValueHeaders"]["idempotent-replayed"][0] == "true";
+    (status, json!({ "body": body, "replayed": replayed }))
+}
+
+fn order_id(answer: &Value) -> String {
+    answer["body"]["order"]["id"]
+        .as_str()
+        .expect("an order id")
+        .to_owned()
+}
+
+fn problem(answer: &Value) -> String {
+    answer["body"]["type"]
+        .as_str()
+        .unwrap_or("")
+        .rsplit(':')
+        .next()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn http_api_lambda_authorizer_users_never_share_a_key() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let alice = v2("k-shared", Some(json!({ "lambda": { "userId": "alice" } })));
+    let bob = v2("k-shared", Some(json!({ "lambda": { "userId": "bob" } })));
+
+    let (a, first) = invoke(&app, &alice).await;
+    let (b, other) = invoke(&app, &bob).await;
+    let (_, again) = invoke(&app, &alice).await;
+
+    assert_eq!((a, b), (201, 201));
+    assert!(
+        !other["replayed"].as_bool().unwrap(),
+        "bob got alice's order"
+    );
+    assert_ne!(order_id(&first), order_id(&other));
+    assert!(again["replayed"].as_bool().unwrap());
+    assert_eq!(redis.orders(), 2);
+}
+
+#[tokio::test]
+async fn the_same_subject_from_two_issuers_is_two_callers_and_an_empty_subject_is_refused() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let jwt = |iss: &str, sub: &str| json!({ "jwt": { "claims": { "iss": iss, "sub": sub }, "scopes": [] } });
+
+    let (_, a) = invoke(&app, &v2("k-jwt", Some(jwt("https://a.example", "u1")))).await;
+    let (_, b) = invoke(&app, &v2("k-jwt", Some(jwt("https://b.example", "u1")))).await;
+    assert_ne!(order_id(&a), order_id(&b));
+    assert!(!b["replayed"].as_bool().unwrap());
+
+    let (status, refused) = invoke(&app, &v2("k-jwt", Some(jwt("https://a.example", "")))).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(problem(&refused), "caller-unidentified");
+    assert_eq!(redis.orders(), 2);
+}
+
+#[tokio::test]
+async fn an_iam_role_keeps_its_scope_across_a_credential_refresh() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let session = |name: &str| json!({ "iam": { "userArn": format!("arn:aws:sts::123456789012:assumed-role/Checkout/{name}") } });
+    let (first, created) = invoke(&app, &v2("k-iam", Some(session("i-1")))).await;
+    let (_, retry) = invoke(&app, &v2("k-iam", Some(session("i-2")))).await;
+    assert_eq!(first, 201);
+    assert!(
+        retry["replayed"].as_bool().unwrap(),
+        "a new session name is the same caller"
+    );
+    assert_eq!(order_id(&created), order_id(&retry));
+    let (_, other_role) = invoke(
+        &app,
+        &v2("k-iam", Some(json!({ "iam": { "userArn": "arn:aws:sts::123456789012:assumed-role/Refunds/i-1" } }))),
+    )
+    .await;
+    assert!(!other_role["replayed"].as_bool().unwrap());
+    assert_eq!(redis.orders(), 2);
+}
+
+#[tokio::test]
+async fn rest_api_keys_are_scopes() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let keyed = |api_key: &str| {
+        let mut event = v1("Idempotency-Key", &["k-apikey"]);
+        event["requestContext"]["identity"]["apiKeyId"] = api_key.into();
+        event
+    };
+    let (_, one) = invoke(&app, &keyed("key-1")).await;
+    let (_, two) = invoke(&app, &keyed("key-2")).await;
+    assert_ne!(order_id(&one), order_id(&two));
+}
+
+#[tokio::test]
+async fn without_an_explicit_anonymous_mode_a_caller_without_identity_is_refused() {
+    let redis = RedisServer::start();
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    let (status, refused) = invoke(&strict, &v2("k-anon", None)).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(problem(&refused), "caller-unidentified");
+    let (status, _) = invoke(&strict, &function_url("k-anon")).await;
+    assert_eq!(status, 403);
+    assert_eq!((redis.orders(), redis.count("idempotency:*")), (0, 0));
+
+    let jwt = json!({ "jwt": { "claims": { "iss": "i", "sub": "u" }, "scopes": [] } });
+    let (status, _) = invoke(&strict, &v2("k-anon", Some(jwt))).await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn two_different_keys_in_a_rest_event_are_refused_not_merged() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    for keys in [&["k-a", "k-b"][..], &["k-a", "k-a"][..]] {
+        let (status, answer) = invoke(&app, &v1("Idempotency-Key", keys)).await;
+        assert_eq!(status, 400, "{keys:?}: {answer}");
+        assert_eq!(problem(&answer), "idempotency-key-invalid");
+    }
+    assert_eq!(redis.orders(), 0);
+}
+
+#[tokio::test]
+async fn a_repeated_key_is_refused_in_http_api_and_function_url_events_too() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    // API Gateway v2 and function URLs join repeated headers with a comma.
+    for event in [v2("k-a,k-b", None), function_url("k-a,k-b")] {
+        let (status, answer) = invoke(&app, &event).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(problem(&answer), "idempotency-key-invalid");
+    }
+}
+
+#[tokio::test]
+async fn surrounding_whitespace_and_header_name_case_do_not_change_the_key_in_any_event_shape() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let (status, first) = invoke(&app, &v2("k-pad", None)).await;
+    assert_eq!(status, 201);
+    for retry in [v2("  k-pad\t", None), function_url(" k-pad ")] {
+        let (status, answer) = invoke(&app, &retry).await;
+        assert_eq!(status, 201);
+        assert!(answer["replayed"].as_bool().unwrap(), "{answer}");
+        assert_eq!(order_id(&answer), order_id(&first));
+    }
+    let (_, rest) = invoke(&app, &v1("Idempotency-Key", &["k-rest"])).await;
+    for name in ["idempotency-key", "IDEMPOTENCY-KEY"] {
+        let (_, answer) = invoke(&app, &v1(name, &[" k-rest "])).await;
+        assert!(answer["replayed"].as_bool().unwrap(), "{name}: {answer}");
+        assert_eq!(order_id(&answer), order_id(&rest));
+    }
+}
+
+#[tokio::test]
+async fn a_stage_named_like_the_route_still_routes_to_the_route() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    // Stage `orders`: API Gateway puts it in rawPath (`/orders/orders`);
+    // a custom-domain request on that stage can show `/orders`.
+    for (raw_path, key) in [("/orders/orders", "k-stage-1"), ("/orders", "k-stage-2")] {
+        let mut event = v2(key, None);
+        event["rawPath"] = raw_path.into();
+        event["routeKey"] = "POST /orders".into();
+        event["requestContext"]["routeKey"] = "POST /orders".into();
+        event["requestContext"]["stage"] = "orders".into();
+        event["requestContext"]["http"]["path"] = raw_path.into();
+        let (status, answer) = invoke(&app, &event).await;
+        assert_eq!(status, 201, "{raw_path}: {answer}");
+    }
+    assert_eq!(redis.orders(), 2);
+}
