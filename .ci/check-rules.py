@@ -11,12 +11,15 @@ template uses (Ref, Fn::Equals/Not/And/Or, Fn::Contains, Fn::EachMemberEquals,
 Fn::EachMemberIn); any other function makes it fail loudly rather than guess.
 
 Each case is a parameter set (defaults + overrides) and the exact set of rule
-and parameter names it must be rejected by (empty: accepted). Run:
+and parameter names it must be rejected by (empty: accepted). The first case
+is samconfig.toml's parameter_overrides as shipped: README's checklist with
+its blanks still blank, so rejected only for those. Run:
     python3 .ci/check-rules.py [template.yaml]
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -161,11 +164,30 @@ def rule_errors(rules: dict, vals) -> dict[str, list[str]]:
     return failed
 
 
+def samconfig_case(path: str) -> tuple[str, dict[str, str], set[str]] | None:
+    """samconfig.toml's deploy overrides, as shipped (README's checklist with the blanks
+    still blank): every name a template parameter, and rejected only for the blanks."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        return None
+    from samcli.cli.types import CfnParameterOverridesType
+
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)["default"]["deploy"]["parameters"]["parameter_overrides"]
+    raw = tuple(raw) if isinstance(raw, list) else (raw,)
+    overrides = CfnParameterOverridesType().convert(raw, None, None)
+    return ("samconfig.toml as shipped", overrides, {"CreatedCacheNeedsANetwork", "JwtNeedsIssuerAndAudience"})
+
+
 def main() -> int:
     path = sys.argv[1] if len(sys.argv) > 1 else "template.yaml"
     template = cfn_yaml.load(path)
     params, rules = template["Parameters"], template.get("Rules", {})
     problems = 0
+    case = samconfig_case(os.path.join(os.path.dirname(os.path.abspath(path)), "samconfig.toml"))
+    if case:
+        CASES.insert(0, case)
     # Structure: every assertion explains itself.
     for name, rule in rules.items():
         for assertion in rule.get("Assertions", []):
