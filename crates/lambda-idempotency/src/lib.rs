@@ -105,7 +105,9 @@ pub use execution::ExecutionId;
 pub use key::StoreKey;
 pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
-pub use redis_store::{ConnectError, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL};
+pub use redis_store::{
+    ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,
+};
 pub use rules::{DefaultStoreRule, NotExecuted, StoreRule};
 pub use scope::{ApiGatewayScope, CallerScope, ScopeParseError, ScopeSource};
 pub use service::Idempotency;

@@ -22,6 +22,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
 use tokio::sync::OnceCell;
 
+use super::iam::{self, Rotating};
 use super::RedisOptions;
 
 /// Why a Redis connection could not be set up.
@@ -57,8 +58,19 @@ enum Inner {
 
 impl RedisConnection {
     /// A connection to `url` (`redis://`, `rediss://` for TLS, with
-    /// `user:password@` for AUTH), made lazily on first use.
+    /// `user:password@` for AUTH, or IAM authentication through
+    /// [`RedisOptions::iam`]), made lazily on first use.
     pub fn open(url: &str, options: &RedisOptions) -> Result<Self, ConnectError> {
+        let credentials = options.iam.as_ref().map(iam::credentials);
+        Self::open_with(url, options, credentials)
+    }
+
+    /// [`RedisConnection::open`] with passwords from `credentials`.
+    pub(crate) fn open_with(
+        url: &str,
+        options: &RedisOptions,
+        credentials: Option<Rotating>,
+    ) -> Result<Self, ConnectError> {
         // rustls needs one process-wide crypto provider; ring is the only
         // one compiled in. Installing twice is harmless (the second errs).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -81,6 +93,9 @@ impl RedisConnection {
             if let Some(certs) = certs {
                 builder = builder.certs(certs);
             }
+            if let Some(credentials) = credentials {
+                builder = builder.set_credentials_provider(credentials);
+            }
             let client = builder.build().map_err(ConnectError::Client)?;
             return Ok(Self(Inner::Cluster(Arc::new((client, OnceCell::new())))));
         }
@@ -89,12 +104,15 @@ impl RedisConnection {
             Some(certs) => redis::Client::build_with_tls(url, certs),
         }
         .map_err(ConnectError::Client)?;
-        let config = ConnectionManagerConfig::new()
+        let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
+        if let Some(credentials) = credentials {
+            config = config.set_credentials_provider(credentials);
+        }
         ConnectionManager::new_lazy_with_config(client, config)
             .map(|manager| Self(Inner::Single(manager)))
             .map_err(ConnectError::Client)

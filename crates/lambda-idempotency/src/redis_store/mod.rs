@@ -20,6 +20,7 @@
 //! trip, and are not acted on unless that many replicas acknowledged them.
 
 mod conn;
+mod iam;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use std::time::Duration;
 use redis::{FromRedisValue, Script, Value};
 
 pub use conn::{ConnectError, RedisConnection};
+pub use iam::IamAuth;
 
 use crate::settings::{ConfigError, Env};
 use crate::store::{IdempotencyStore, Phase, StoreError, StoredRecord};
@@ -86,7 +88,12 @@ pub struct RedisOptions {
     pub ca_file: Option<std::path::PathBuf>,
     /// Replicas that must acknowledge a claim and a completion (`WAIT`)
     /// before they are acted on. Default 0. Env `REDIS_MIN_REPLICAS`.
+    /// ElastiCache Serverless does not support `WAIT`: keep it at 0 there.
     pub min_replicas: u32,
+    /// ElastiCache IAM authentication (a presigned token, renewed every 10
+    /// minutes, as the password). Default none. Env `REDIS_IAM_USER`,
+    /// `REDIS_IAM_CACHE_NAME`, `REDIS_IAM_SERVERLESS`, and `AWS_REGION`.
+    pub iam: Option<IamAuth>,
 }
 
 impl Default for RedisOptions {
@@ -96,6 +103,7 @@ impl Default for RedisOptions {
             cluster: false,
             ca_file: None,
             min_replicas: 0,
+            iam: None,
         }
     }
 }
@@ -105,7 +113,8 @@ pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 
 impl RedisOptions {
     /// The defaults, overridden by `REDIS_TIMEOUT_MS`, `REDIS_CLUSTER`,
-    /// `REDIS_CA_FILE` and `REDIS_MIN_REPLICAS` when set.
+    /// `REDIS_CA_FILE`, `REDIS_MIN_REPLICAS` and the `REDIS_IAM_*` variables
+    /// when set.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -119,8 +128,27 @@ impl RedisOptions {
             cluster: env.boolean("REDIS_CLUSTER", defaults.cluster)?,
             ca_file: env.get("REDIS_CA_FILE").map(Into::into),
             min_replicas: env.count("REDIS_MIN_REPLICAS", defaults.min_replicas)?,
+            iam: iam_from(&env)?,
         })
     }
+}
+
+/// `REDIS_IAM_USER` set: IAM authentication, which also needs the cache
+/// name and the region.
+fn iam_from(env: &Env<'_>) -> Result<Option<IamAuth>, ConfigError> {
+    let Some(user) = env.get("REDIS_IAM_USER") else {
+        return Ok(None);
+    };
+    let required = |var: &'static str| {
+        env.get(var)
+            .ok_or_else(|| env.error(var, "is required when REDIS_IAM_USER is set"))
+    };
+    Ok(Some(IamAuth {
+        user,
+        cache_name: required("REDIS_IAM_CACHE_NAME")?,
+        serverless: env.boolean("REDIS_IAM_SERVERLESS", false)?,
+        region: required("AWS_REGION")?,
+    }))
 }
 
 /// Idempotency records in Redis. Cheap to clone (the connection is shared).

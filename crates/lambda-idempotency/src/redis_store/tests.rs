@@ -249,3 +249,36 @@ async fn with_a_live_replica_claims_and_completions_are_acknowledged() {
         .unwrap();
     assert!(on_replica.is_some_and(|v| v.ends_with(b"done")));
 }
+
+fn options(vars: &[(&str, &str)]) -> Result<RedisOptions, ConfigError> {
+    let vars: Vec<(String, String)> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    RedisOptions::from_lookup(|name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+}
+
+#[test]
+fn iam_authentication_is_read_from_the_environment_and_needs_its_cache_and_region() {
+    assert_eq!(options(&[]).unwrap().iam, None);
+    let full = options(&[
+        ("REDIS_IAM_USER", "orders-app"),
+        ("REDIS_IAM_CACHE_NAME", "orders"),
+        ("REDIS_IAM_SERVERLESS", "true"),
+        ("AWS_REGION", "eu-west-1"),
+    ])
+    .unwrap();
+    assert_eq!(
+        full.iam,
+        Some(IamAuth {
+            user: "orders-app".into(),
+            cache_name: "orders".into(),
+            serverless: true,
+            region: "eu-west-1".into(),
+        })
+    );
+    let no_cache = options(&[("REDIS_IAM_USER", "u"), ("AWS_REGION", "r")]).unwrap_err();
+    assert_eq!(no_cache.var, "REDIS_IAM_CACHE_NAME");
+    let no_region = options(&[("REDIS_IAM_USER", "u"), ("REDIS_IAM_CACHE_NAME", "c")]).unwrap_err();
+    assert_eq!(no_region.var, "AWS_REGION");
+}
