@@ -1,15 +1,32 @@
 //! The Lambda entry point, kept thin: tracing, configuration and the Redis
 //! connection are set up once per cold start and shared by every invocation.
+//!
+//! One binary serves both ways Lambda runs it:
+//! - classic Lambda sends one invocation at a time, so a current-thread
+//!   runtime loses nothing and saves thread wake-ups on every invocation;
+//! - Lambda Managed Instances set `AWS_LAMBDA_MAX_CONCURRENCY` above 1 and
+//!   send that many at once: a multi-thread runtime then runs that many
+//!   `/next` loops, all sharing the one multiplexed Redis connection.
 
 use idempotent_orders::{entry, App, Config};
 use lambda_http::lambda_runtime::{self, LambdaEvent};
 use lambda_http::{service_fn, Error};
 use serde_json::value::RawValue;
 
-// One invocation at a time per instance, so a current-thread runtime loses
-// nothing and saves thread wake-ups on every invocation.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    let concurrency = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1);
+    let runtime = if concurrency > 1 {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    };
+    runtime.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     // JSON when AWS_LAMBDA_LOG_FORMAT=JSON; level from AWS_LAMBDA_LOG_LEVEL or RUST_LOG.
     lambda_http::tracing::init_default_subscriber();
 
@@ -25,8 +42,9 @@ async fn main() -> Result<(), Error> {
     // Lazy: start-up succeeds while Redis is down; requests get 503 until it is back.
     let app = App::from_config(&config)?;
 
-    // The raw event, so that events lambda_http cannot convert still get a 400.
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Box<RawValue>>| {
+    // The raw event, so that events lambda_http cannot convert still get a
+    // 400. Sequential unless AWS_LAMBDA_MAX_CONCURRENCY is above 1.
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
         let app = app.clone();
         async move { entry::handle_event(&app, event).await }
     }))
