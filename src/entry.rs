@@ -16,14 +16,18 @@
 //!   `statusCode`/`headers`/`body` shape every API Gateway version reads.
 //!
 //! Everything else goes through `lambda_http`'s own `Adapter`, so requests
-//! and responses are converted exactly as `lambda_http::run` would do it.
+//! and responses are converted exactly as `lambda_http::run` would do it,
+//! and the converted response goes to the runtime as it is (no detour
+//! through a `serde_json::Value`).
 
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 
 use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
 use lambda_http::request::LambdaRequest;
-use lambda_http::{service_fn, Adapter, Body, Context, Error, LambdaEvent, Response, Service};
+use lambda_http::{
+    Adapter, Body, BoxFuture, Context, Error, LambdaEvent, Request, Response, Service,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -32,8 +36,85 @@ use orders::Problem;
 
 use crate::app::App;
 
+/// The response `lambda_http` builds for the event's origin (v1 or v2).
+type Converted =
+    <Adapter<'static, Response<Body>, Fixed> as Service<LambdaEvent<LambdaRequest>>>::Response;
+
+/// What one invocation answers.
+// The large variant is the common one: boxing it would allocate on every
+// invocation to save stack on the rare plain answer.
+#[allow(clippy::large_enum_variant)]
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// In the shape of the event's origin.
+    Http(Converted),
+    /// For events that are not HTTP events at all: the plain shape every
+    /// API Gateway version and function URLs read.
+    Plain(Plain),
+}
+
+/// The plain `statusCode`/`headers`/`body` response.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plain {
+    status_code: u16,
+    headers: PlainHeaders,
+    body: String,
+    is_base64_encoded: bool,
+}
+
+#[derive(Serialize)]
+struct PlainHeaders {
+    #[serde(rename = "content-type")]
+    content_type: String,
+}
+
+/// A service that answers every request with the same response: how a
+/// rejection gets the shape of its event's origin.
+#[derive(Clone)]
+pub struct Fixed(Response<Body>);
+
+impl Service<Request> for Fixed {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request) -> Self::Future {
+        std::future::ready(Ok(clone_response(&self.0)))
+    }
+}
+
+/// The function as a service for the adapter.
+struct Routed(App);
+
+impl Service<Request> for Routed {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let app = self.0.clone();
+        Box::pin(async move { Ok(app.handle(req).await) })
+    }
+}
+
 /// Handles one raw invocation: never fails for a bad client input.
-pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Error> {
+pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Reply, Error> {
     let (raw, context) = event.into_parts();
     let base = app.problem_base();
     let mut request = match serde_json::from_str::<LambdaRequest>(raw.get()) {
@@ -41,16 +122,12 @@ pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Resul
         Err(_) => return Ok(reject_unreadable(raw.get(), context, base).await),
     };
     keep_repeated_headers(&mut request);
-    let app = app.clone();
-    let mut adapter = Adapter::from(service_fn(move |req| {
-        let app = app.clone();
-        async move { Ok::<_, Infallible>(app.handle(req).await) }
-    }));
+    let mut adapter = Adapter::from(Routed(app.clone()));
     let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
         adapter.call(LambdaEvent::new(request, context.clone()))
     }));
     match call {
-        Ok(future) => to_json(&future.await?),
+        Ok(future) => Ok(Reply::Http(future.await?)),
         Err(_) => {
             tracing::warn!("lambda_http could not convert the event (invalid base64 body or URL); answering 400");
             let problem = bad_request("The request could not be decoded: its body is flagged base64 but is not valid base64, or its path is not a valid URL path.");
@@ -88,14 +165,10 @@ fn keep_repeated_headers(request: &mut LambdaRequest) {
     }
 }
 
-fn to_json<T: Serialize>(response: &T) -> Result<Value, Error> {
-    Ok(serde_json::to_value(response)?)
-}
-
 /// An event `lambda_http` cannot deserialise: drop invalid headers and
 /// answer in the origin's shape if that makes it readable, otherwise in the
 /// plain shape.
-async fn reject_unreadable(raw: &str, context: Context, base: &str) -> Value {
+async fn reject_unreadable(raw: &str, context: Context, base: &str) -> Reply {
     let Ok(Value::Object(_)) = serde_json::from_str::<Value>(raw) else {
         return plain_bad_request("The event is not JSON.", base);
     };
@@ -111,7 +184,7 @@ async fn answer_in_origin_shape(
     problem: Problem,
     base: &str,
     repair: fn(&mut Value) -> bool,
-) -> Value {
+) -> Reply {
     let status = problem.status();
     let mut event: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     if !repair(&mut event) {
@@ -126,18 +199,14 @@ async fn answer_in_origin_shape(
             )
         }
     };
-    let response = problem.into_response(base);
-    let mut adapter = Adapter::from(service_fn(move |_| {
-        let response = clone_response(&response);
-        async move { Ok::<_, Infallible>(response) }
-    }));
+    let mut adapter = Adapter::from(Fixed(problem.into_response(base)));
     let converted = std::panic::catch_unwind(AssertUnwindSafe(|| {
         adapter.call(LambdaEvent::new(request, context))
     }));
     match converted {
-        Ok(future) => match future.await.map(|r| to_json(&r)) {
-            Ok(Ok(json)) => json,
-            _ => plain_bad_request_with(status, base),
+        Ok(future) => match future.await {
+            Ok(converted) => Reply::Http(converted),
+            Err(never) => match never {},
         },
         Err(_) => plain_bad_request_with(status, base),
     }
@@ -189,11 +258,11 @@ fn strip_body(event: &mut Value) -> bool {
     true
 }
 
-fn plain_bad_request(detail: &str, base: &str) -> Value {
+fn plain_bad_request(detail: &str, base: &str) -> Reply {
     plain(bad_request(detail).into_response(base))
 }
 
-fn plain_bad_request_with(status: StatusCode, base: &str) -> Value {
+fn plain_bad_request_with(status: StatusCode, base: &str) -> Reply {
     plain(
         Problem::new(
             status,
@@ -206,17 +275,17 @@ fn plain_bad_request_with(status: StatusCode, base: &str) -> Value {
 }
 
 /// The shape both API Gateway versions and function URLs accept.
-fn plain(response: Response<Body>) -> Value {
+fn plain(response: Response<Body>) -> Reply {
     let content_type = response
         .headers()
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/problem+json")
         .to_owned();
-    serde_json::json!({
-        "statusCode": response.status().as_u16(),
-        "headers": { "content-type": content_type },
-        "body": String::from_utf8_lossy(response.body()),
-        "isBase64Encoded": false,
+    Reply::Plain(Plain {
+        status_code: response.status().as_u16(),
+        headers: PlainHeaders { content_type },
+        body: String::from_utf8_lossy(response.body()).into_owned(),
+        is_base64_encoded: false,
     })
 }

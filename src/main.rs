@@ -19,9 +19,13 @@ fn main() -> Result<(), Error> {
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(1);
     let runtime = if concurrency > 1 {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     };
     runtime.block_on(serve())
 }

@@ -58,9 +58,10 @@ fn v1(header_name: &str, keys: &[&str]) -> Value {
 async fn invoke(app: &App, event: &Value) -> (u16, Value) {
     let raw = serde_json::value::RawValue::from_string(event.to_string()).expect("raw");
     let ctx = context_with_deadline_in(std::time::Duration::from_secs(3));
-    let response = entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
+    let reply = entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
         .await
         .expect("the entry point never fails on client input");
+    let response = serde_json::to_value(reply).expect("the reply serialises");
     let status = response["statusCode"].as_u64().expect("status") as u16;
     let body =
         serde_json::from_str(response["body"].as_str().unwrap_or("null")).unwrap_or(Value::Null);

@@ -372,9 +372,11 @@ async fn an_untrusted_tls_certificate_fails_fast_with_503_not_a_hang() {
 async fn invoke_raw(app: &idempotent_orders::App, raw: &str) -> serde_json::Value {
     let raw = serde_json::value::RawValue::from_string(raw.to_owned()).expect("raw JSON");
     let ctx = context_with_deadline_in(std::time::Duration::from_secs(3));
-    idempotent_orders::entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
-        .await
-        .expect("the entry point never fails on client input")
+    let reply =
+        idempotent_orders::entry::handle_event(app, lambda_http::LambdaEvent::new(raw, ctx))
+            .await
+            .expect("the entry point never fails on client input");
+    serde_json::to_value(reply).expect("the reply serialises")
 }
 
 fn fixture_json(name: &str) -> serde_json::Value {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use lambda_http::tower::Layer;
 
+use crate::metrics::Emf;
 use crate::rules::{DefaultStoreRule, StoreRule};
 use crate::scope::{ApiGatewayScope, CallerScope};
 use crate::service::Idempotency;
@@ -17,8 +18,8 @@ pub(crate) struct Shared<St> {
     pub(crate) settings: Settings,
     pub(crate) scope: Box<dyn CallerScope>,
     pub(crate) rule: Box<dyn StoreRule>,
-    /// `AWS_LAMBDA_FUNCTION_NAME`, read once, for the metric dimension.
-    pub(crate) function_name: String,
+    /// The per-request log-and-metric line, when metrics are on.
+    pub(crate) emf: Option<Emf>,
 }
 
 /// Wraps services in [`Idempotency`], sharing one store and its settings.
@@ -90,13 +91,20 @@ impl<St> IdempotencyLayerBuilder<St> {
 
     /// The layer.
     pub fn build(self) -> IdempotencyLayer<St> {
+        // The function's name, for the metric dimension, read once.
+        let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+        let emf = self
+            .settings
+            .metrics_namespace
+            .as_deref()
+            .map(|namespace| Emf::new(namespace, &function));
         IdempotencyLayer {
             shared: Arc::new(Shared {
                 store: self.store,
                 settings: self.settings,
                 scope: self.scope,
                 rule: self.rule,
-                function_name: std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default(),
+                emf,
             }),
         }
     }

@@ -1,49 +1,91 @@
-//! CloudWatch Embedded Metric Format (EMF): one JSON line per request on
-//! stdout, which CloudWatch Logs turns into metrics with no SDK call and no
-//! extra latency.
+//! One line per request that is both the log record and a CloudWatch
+//! Embedded Metric Format (EMF) metric: CloudWatch Logs keeps the line and
+//! turns its `_aws` directive into metrics, with no SDK call and no extra
+//! latency. One line rather than a log line plus a metric line halves what
+//! every request writes to stdout, which the benchmark showed costs a
+//! quarter of a Redis round trip per line.
 //!
-//! Each line counts one request (`Requests`) under the dimensions
+//! The metric `Requests` counts one request under the dimensions
 //! `FunctionName` and `Outcome` (`executed`, `replayed`, `in_progress`,
-//! `store_error`, `completion_failed`, …), and records the layer's own
-//! overhead in milliseconds (the request's time minus the handler's), so
-//! an alarm can watch, say, `Outcome=store_error` of one function.
+//! `store_error`, `completion_failed`, …), so an alarm can watch, say,
+//! `Outcome=store_error` of one function; `IdempotencyOverhead` is the
+//! layer's own time in milliseconds (the request's time minus the
+//! handler's). The log fields (`outcome`, `key_hash`, `status`,
+//! `duration_ms`, `requestId`) ride along as plain properties.
 
-use std::io::Write;
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use serde_json::json;
 
 /// Name of the request-count metric.
 pub(crate) const REQUESTS_METRIC: &str = "Requests";
 /// Name of the overhead metric.
 pub(crate) const OVERHEAD_METRIC: &str = "IdempotencyOverhead";
 
-/// The EMF line for one request.
-pub(crate) fn emf_line(
-    namespace: &str,
-    function: &str,
-    outcome: &str,
-    overhead: Duration,
-    timestamp_ms: u64,
-) -> String {
-    json!({
-        "_aws": {
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [["FunctionName", "Outcome"]],
-                "Metrics": [
-                    { "Name": REQUESTS_METRIC, "Unit": "Count" },
-                    { "Name": OVERHEAD_METRIC, "Unit": "Milliseconds" }
-                ]
-            }]
-        },
-        "FunctionName": function,
-        "Outcome": outcome,
-        REQUESTS_METRIC: 1,
-        OVERHEAD_METRIC: round_ms(overhead),
-    })
-    .to_string()
+/// What one request's line says besides the metric.
+pub(crate) struct Line<'a> {
+    pub(crate) outcome: &'static str,
+    pub(crate) key_hash: &'a str,
+    pub(crate) status: u16,
+    pub(crate) duration: Duration,
+    pub(crate) overhead: Duration,
+    pub(crate) request_id: &'a str,
+}
+
+/// The part of every line that never changes for a layer: made once.
+pub(crate) struct Emf {
+    /// `{"_aws":{"Timestamp":`
+    head: &'static str,
+    /// `,"CloudWatchMetrics":[…]},"FunctionName":"…"`
+    tail: String,
+}
+
+impl Emf {
+    /// Lines for `namespace`, counted under `function`.
+    pub(crate) fn new(namespace: &str, function: &str) -> Self {
+        let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
+        let tail = format!(
+            r#","CloudWatchMetrics":[{{"Namespace":{},"Dimensions":[["FunctionName","Outcome"]],"Metrics":[{{"Name":"{REQUESTS_METRIC}","Unit":"Count"}},{{"Name":"{OVERHEAD_METRIC}","Unit":"Milliseconds"}}]}}]}},"FunctionName":{}"#,
+            quote(namespace),
+            quote(function)
+        );
+        Self {
+            head: r#"{"_aws":{"Timestamp":"#,
+            tail,
+        }
+    }
+
+    /// The line for one request, at `timestamp_ms`, ending in a newline.
+    pub(crate) fn line(&self, line: &Line<'_>, timestamp_ms: u64) -> String {
+        let mut out = String::with_capacity(self.tail.len() + 320);
+        out.push_str(self.head);
+        let _ = write!(out, "{timestamp_ms}");
+        out.push_str(&self.tail);
+        let outcome = line.outcome;
+        let _ = write!(
+            out,
+            r#","Outcome":"{outcome}","{REQUESTS_METRIC}":1,"{OVERHEAD_METRIC}":{},"level":"INFO","message":"idempotency","outcome":"{outcome}","key_hash":"{}","status":{},"duration_ms":{},"requestId":"#,
+            round_ms(line.overhead),
+            line.key_hash,
+            line.status,
+            round_ms(line.duration),
+        );
+        // Request ids come from Lambda; quote them anyway.
+        out.push_str(&serde_json::to_string(line.request_id).unwrap_or_else(|_| "\"\"".to_owned()));
+        out.push_str("}\n");
+        out
+    }
+
+    /// Writes the line for one request to stdout in one `write` call, so
+    /// it is never interleaved with another line.
+    pub(crate) fn emit(&self, line: &Line<'_>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let text = self.line(line, now);
+        // Metrics are best effort: a closed stdout must not fail the request.
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
 }
 
 /// Milliseconds with microsecond precision, for logs and metrics.
@@ -51,37 +93,33 @@ pub(crate) fn round_ms(duration: Duration) -> f64 {
     (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
-/// Writes the EMF line for one request to stdout, in one `write` call so
-/// the line is never interleaved with a log line.
-pub(crate) fn emit(namespace: &str, function: &str, outcome: &str, overhead: Duration) {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let mut line = emf_line(namespace, function, outcome, overhead, now);
-    line.push('\n');
-    // Metrics are best effort: a closed stdout must not fail the request.
-    let _ = std::io::stdout().lock().write_all(line.as_bytes());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn line() -> Line<'static> {
+        Line {
+            outcome: "replayed",
+            key_hash: "ab12",
+            status: 201,
+            duration: Duration::from_micros(2500),
+            overhead: Duration::from_micros(1500),
+            request_id: "req-\"1\"",
+        }
+    }
+
     #[test]
-    fn the_emf_line_counts_the_request_under_function_and_outcome() {
-        let line = emf_line(
-            "Orders",
-            "fn-1",
-            "replayed",
-            Duration::from_micros(1500),
-            42,
-        );
-        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    fn one_line_is_both_the_metric_and_the_log_record() {
+        let text = Emf::new("Orders", "fn-1").line(&line(), 42);
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let directive = &json["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(json["_aws"]["Timestamp"], 42);
         assert_eq!(directive["Namespace"], "Orders");
-        assert_eq!(directive["Dimensions"][0][0], "FunctionName");
-        assert_eq!(directive["Dimensions"][0][1], "Outcome");
+        assert_eq!(
+            directive["Dimensions"][0],
+            serde_json::json!(["FunctionName", "Outcome"])
+        );
         assert_eq!(directive["Metrics"][0]["Name"], REQUESTS_METRIC);
         assert_eq!(directive["Metrics"][0]["Unit"], "Count");
         assert_eq!(directive["Metrics"][1]["Name"], OVERHEAD_METRIC);
@@ -89,7 +127,20 @@ mod tests {
         assert_eq!(json["Outcome"], "replayed");
         assert_eq!(json[REQUESTS_METRIC], 1);
         assert_eq!(json[OVERHEAD_METRIC], 1.5);
-        assert!(!line.contains('\n'));
+        assert_eq!(json["level"], "INFO");
+        assert_eq!(json["outcome"], "replayed");
+        assert_eq!(json["key_hash"], "ab12");
+        assert_eq!(json["status"], 201);
+        assert_eq!(json["duration_ms"], 2.5);
+        assert_eq!(json["requestId"], "req-\"1\"");
+    }
+
+    #[test]
+    fn names_that_need_escaping_stay_valid_json() {
+        let text = Emf::new("Ns\"x", "f\\n").line(&line(), 1);
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Ns\"x");
+        assert_eq!(json["FunctionName"], "f\\n");
     }
 
     #[test]

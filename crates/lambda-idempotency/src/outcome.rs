@@ -1,5 +1,6 @@
-//! How each request ended, for the one log line and the one metric line
-//! written per request.
+//! How each request ended, for the one line written per request: the
+//! log-and-metric line of `metrics.rs` when metrics are on, a `tracing`
+//! event otherwise.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use lambda_http::{Body, Response};
 
 use crate::error::IdempotencyError;
 use crate::layer::Shared;
-use crate::metrics;
+use crate::metrics::{self, Line};
 use crate::StoreKey;
 
 /// How a request ended.
@@ -57,20 +58,24 @@ impl Outcome {
     }
 }
 
-/// Per-request bookkeeping for the log line and the metric line.
+/// Per-request bookkeeping for the request's line.
 pub(crate) struct Tally<'a, St> {
     shared: &'a Shared<St>,
     started: Instant,
     /// Time spent inside the wrapped handler (not the layer's overhead).
     handler: Duration,
+    /// The Lambda request id, for the metric line (the `tracing` event
+    /// gets it from the runtime's span).
+    request_id: String,
 }
 
 impl<'a, St> Tally<'a, St> {
-    pub(crate) fn new(shared: &'a Shared<St>) -> Self {
+    pub(crate) fn new(shared: &'a Shared<St>, request_id: String) -> Self {
         Self {
             shared,
             started: Instant::now(),
             handler: Duration::ZERO,
+            request_id,
         }
     }
 
@@ -89,21 +94,24 @@ impl<'a, St> Tally<'a, St> {
         response: Response<Body>,
     ) -> Response<Body> {
         let total = self.started.elapsed();
-        tracing::info!(
-            outcome = outcome.as_str(),
-            key_hash = key.map_or("-", StoreKey::hash),
-            status = response.status().as_u16(),
-            duration_ms = metrics::round_ms(total),
-            "idempotency"
-        );
-        if let Some(namespace) = &self.shared.settings.metrics_namespace {
-            let overhead = total.saturating_sub(self.handler);
-            metrics::emit(
-                namespace,
-                &self.shared.function_name,
-                outcome.as_str(),
-                overhead,
-            );
+        let key_hash = key.map_or("-", StoreKey::hash);
+        let status = response.status().as_u16();
+        match &self.shared.emf {
+            Some(emf) => emf.emit(&Line {
+                outcome: outcome.as_str(),
+                key_hash,
+                status,
+                duration: total,
+                overhead: total.saturating_sub(self.handler),
+                request_id: &self.request_id,
+            }),
+            None => tracing::info!(
+                outcome = outcome.as_str(),
+                key_hash,
+                status,
+                duration_ms = metrics::round_ms(total),
+                "idempotency"
+            ),
         }
         response
     }
