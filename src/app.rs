@@ -30,6 +30,7 @@ type Create =
 pub struct App {
     create: Idempotency<Create, RedisStore>,
     repo: OrderRepo<RedisConnection>,
+    store: RedisStore,
     problem_base: Arc<str>,
 }
 
@@ -71,7 +72,7 @@ impl App {
     pub fn new(store: RedisStore, config: &Config) -> Self {
         let repo = OrderRepo::new(store.connection(), config.redis.timeout);
         let problem_base = config.settings.problem_type_base.as_str();
-        let layer = IdempotencyLayer::builder(store)
+        let layer = IdempotencyLayer::builder(store.clone())
             .settings(config.settings.clone())
             .scope(config.scope.clone())
             .store_rule(store_rule)
@@ -81,6 +82,7 @@ impl App {
         Self {
             create: layer.layer(create),
             repo,
+            store,
             problem_base: Arc::from(problem_base),
         }
     }
@@ -90,6 +92,13 @@ impl App {
     pub fn from_config(config: &Config) -> Result<Self, ConnectError> {
         let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
         Ok(Self::new(store, config))
+    }
+
+    /// Connects to Redis and loads the scripts now (bounded by
+    /// `REDIS_TIMEOUT_MS`; a failure is logged, not fatal), so the first
+    /// request after a cold start pays neither.
+    pub async fn warm_up(&self) {
+        self.store.warm_up().await;
     }
 
     /// The prefix of every problem `type` URI (`PROBLEM_TYPE_BASE`).

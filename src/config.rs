@@ -29,6 +29,9 @@ pub struct Config {
     pub settings: Settings,
     /// `IDEMPOTENCY_SCOPE`: whose keys are whose.
     pub scope: ApiGatewayScope,
+    /// `REDIS_CONNECT_AT_INIT` (default true): connect and load the scripts
+    /// during Lambda's init phase rather than on the first request.
+    pub connect_at_init: bool,
 }
 
 impl Config {
@@ -68,11 +71,20 @@ impl Config {
                     error("IDEMPOTENCY_SCOPE", e.to_string())
                 })?,
         };
+        let connect_at_init = match set("REDIS_CONNECT_AT_INIT")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("true" | "1" | "yes") => true,
+            Some("false" | "0" | "no") => false,
+            Some(_) => return Err(error("REDIS_CONNECT_AT_INIT", "expected true or false")),
+        };
         let config = Self {
             redis_url,
             redis,
             settings,
             scope,
+            connect_at_init,
         };
         config.check_leases()?;
         Ok(config)
@@ -134,6 +146,7 @@ mod tests {
         assert_eq!(config.settings.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
         assert_eq!(config.scope, ApiGatewayScope::default());
         assert!(!config.scope.allows_anonymous());
+        assert!(config.connect_at_init);
     }
 
     #[test]
@@ -148,8 +161,10 @@ mod tests {
             ("IDEMPOTENCY_LEASE_CAP_SECS", "30"),
             ("IDEMPOTENCY_MAX_REQUEST_BYTES", "1000"),
             ("METRICS_NAMESPACE", ""),
+            ("REDIS_CONNECT_AT_INIT", "false"),
         ])
         .unwrap();
+        assert!(!config.connect_at_init);
         assert_eq!(config.redis.timeout, Duration::from_millis(250));
         assert_eq!(
             config.redis.ca_file.as_deref(),
@@ -172,6 +187,7 @@ mod tests {
             ("IDEMPOTENCY_SCOPE", "jwt,cookie"),
             ("REDIS_MIN_REPLICAS", "-1"),
             ("REDIS_TIMEOUT_MS", "soon"),
+            ("REDIS_CONNECT_AT_INIT", "later"),
         ] {
             assert_eq!(from(&[(var, value)]).unwrap_err().var, var);
         }

@@ -43,8 +43,11 @@ async fn serve() -> Result<(), Error> {
              shares one key space, so a guessed Idempotency-Key replays another caller's response"
         );
     }
-    // Lazy: start-up succeeds while Redis is down; requests get 503 until it is back.
+    // Start-up succeeds while Redis is down; requests get 503 until it is back.
     let app = App::from_config(&config)?;
+    if config.connect_at_init {
+        app.warm_up().await;
+    }
 
     // The raw event, so that events lambda_http cannot convert still get a
     // 400. Sequential unless AWS_LAMBDA_MAX_CONCURRENCY is above 1.

@@ -68,13 +68,79 @@ enum Slot {
 async fn mixed_load_of_five_thousand_requests_keeps_one_order_per_key() {
     let redis = RedisServer::start();
     let lambda = instances("idempotent-orders", 4, &redis.url()).await;
+    mixed_load(&redis, &lambda, 4, |slot| slot).await;
+}
+
+/// Managed Instances: one process serving 8 invocations at once, so
+/// simultaneous twins race inside one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mixed_load_in_one_process_at_concurrency_eight_keeps_one_order_per_key() {
+    let redis = RedisServer::start();
+    let lambda = concurrent(1, &redis).await;
+    mixed_load(&redis, &lambda, 8, |_| 0).await;
+}
+
+/// `n` processes, each serving 8 invocations at once, with all 8 `/next`
+/// calls parked.
+async fn concurrent(n: usize, redis: &RedisServer) -> Harness {
+    let lambda = Harness::start(
+        &release_binary("idempotent-orders"),
+        (0..n)
+            .map(|_| env(&redis.url(), &[("AWS_LAMBDA_MAX_CONCURRENCY", "8")]))
+            .collect(),
+    )
+    .await;
+    for i in 0..n {
+        lambda.wait_parked(i, 8).await;
+    }
+    lambda
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_races_inside_and_across_processes_at_concurrency_eight_execute_once() {
+    let redis = RedisServer::start();
+    let lambda = concurrent(2, &redis).await;
+    for round in 0..50 {
+        for i in 0..2 {
+            lambda.wait_parked(i, 8).await;
+        }
+        let event = order(&format!("lmi-race-{round}"), TEA);
+        // 16 copies: 8 inside each process, released together.
+        let assignments = (0..16).map(|n| (n % 2, event.clone())).collect();
+        let outcomes = lambda.invoke_many(assignments, DEADLINE).await;
+        let executed: Vec<_> = outcomes
+            .iter()
+            .map(Outcome::response)
+            .filter(|r| r.status == 201 && !r.replayed())
+            .collect();
+        assert_eq!(executed.len(), 1, "round {round}: exactly one execution");
+        for response in outcomes.iter().map(Outcome::response) {
+            match response.status {
+                201 => assert_eq!(response.body, executed[0].body, "round {round}"),
+                409 => assert!(response.header("retry-after").is_some()),
+                other => panic!("round {round}: unexpected {other}: {:?}", response.raw),
+            }
+        }
+    }
+    assert_eq!(redis.orders(), 50);
+}
+
+/// About 5,000 requests in rounds of `per_round` released together, slot
+/// `s` of a round going to instance `instance_of(s)`: new keys, simultaneous
+/// twins, later retries and changed bodies.
+async fn mixed_load(
+    redis: &RedisServer,
+    lambda: &Harness,
+    per_round: usize,
+    instance_of: impl Fn(usize) -> usize,
+) {
     let mut rng = Rng(0x5eed_1234_abcd_ef01);
     // (key, body, the executed response's body)
     let mut done: Vec<(String, String, Vec<u8>)> = Vec::new();
     let (mut sent, mut replays, mut mismatches, mut in_progress) = (0usize, 0usize, 0usize, 0usize);
     while sent < 5_000 {
-        let mut slots: Vec<Slot> = Vec::with_capacity(4);
-        while slots.len() < 4 {
+        let mut slots: Vec<Slot> = Vec::with_capacity(per_round);
+        while slots.len() < per_round {
             let fresh = |rng: &mut Rng, n: usize| {
                 let body = format!(r#"{{"product":"P{n}","quantity":{}}}"#, 1 + rng.below(999));
                 (format!("mixed-{n}"), body)
@@ -83,7 +149,7 @@ async fn mixed_load_of_five_thousand_requests_keeps_one_order_per_key() {
             match rng.below(12) {
                 7 | 8 if !done.is_empty() => slots.push(Slot::Later(rng.below(done.len()))),
                 9 if !done.is_empty() => slots.push(Slot::Changed(rng.below(done.len()))),
-                10 | 11 if slots.len() <= 2 => {
+                10 | 11 if slots.len() + 2 <= per_round => {
                     // The same new request twice, released at the same instant.
                     let (key, body) = fresh(&mut rng, n);
                     slots.push(Slot::New(key.clone(), body.clone()));
@@ -107,7 +173,7 @@ async fn mixed_load_of_five_thousand_requests_keeps_one_order_per_key() {
                         &done[*d].1.replace("quantity\":", "quantity\":1"),
                     ),
                 };
-                (i, event)
+                (instance_of(i), event)
             })
             .collect();
         let outcomes = lambda.invoke_many(events, DEADLINE).await;

@@ -220,6 +220,16 @@ impl Harness {
         self.collect(i, reply).await
     }
 
+    /// Waits until `n` of instance `i`'s `/next` calls are parked (a
+    /// Managed Instances process polls with several at once).
+    pub async fn wait_parked(&self, i: usize, n: usize) {
+        let mut status = self.instances[i].endpoint.status.subscribe();
+        let parked = status.wait_for(|s| s.parked >= n || s.exited.is_some());
+        if tokio::time::timeout(BARRIER_TIMEOUT, parked).await.is_err() {
+            panic!("instance {i} never had {n} /next calls parked");
+        }
+    }
+
     /// Hands the same event to every instance at one instant (once all are
     /// parked in `/next`) and returns their outcomes by instance.
     pub async fn invoke_all(&self, event: &Value, deadline_in: Duration) -> Vec<Outcome> {

@@ -204,6 +204,32 @@ impl RedisStore {
         })
     }
 
+    /// Connects and loads the store's scripts, so that the first request
+    /// after a cold start pays neither (call it during Lambda's init
+    /// phase). Bounded by the timeout; a failure is only logged: start-up
+    /// must succeed while Redis is down, and requests then get `503` until
+    /// it is back.
+    pub async fn warm_up(&self) {
+        let scripts = [COMPLETE, RELEASE, RENEW];
+        let result = self
+            .call(|mut conn| async move {
+                if self.options.cluster {
+                    // Scripts are per node and a node may change: connect only;
+                    // EVALSHA loads a script where it is missing.
+                    return redis::cmd("PING").query_async::<()>(&mut conn).await;
+                }
+                let mut pipe = redis::pipe();
+                for source in scripts {
+                    pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not reach Redis at start-up; requests will retry");
+        }
+    }
+
     /// The store's connection, for the function's own commands: one
     /// connection per instance, and with [`RedisOptions::min_replicas`] a
     /// completion's `WAIT` also covers the writes sent on it before.

@@ -282,3 +282,32 @@ fn iam_authentication_is_read_from_the_environment_and_needs_its_cache_and_regio
     let no_region = options(&[("REDIS_IAM_USER", "u"), ("REDIS_IAM_CACHE_NAME", "c")]).unwrap_err();
     assert_eq!(no_region.var, "AWS_REGION");
 }
+
+#[tokio::test]
+async fn warming_up_loads_every_script_so_the_first_completion_needs_no_script_load() {
+    let redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    store.warm_up().await;
+    let loaded: Vec<bool> = redis::cmd("SCRIPT")
+        .arg("EXISTS")
+        .arg(Script::new(COMPLETE).get_hash())
+        .arg(Script::new(RELEASE).get_hash())
+        .arg(Script::new(RENEW).get_hash())
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(loaded, [true, true, true]);
+}
+
+#[tokio::test]
+async fn warming_up_while_redis_is_down_returns_quickly_without_failing() {
+    let mut redis = RedisServer::start();
+    let store = store(&redis, RedisOptions::default());
+    redis.stop();
+    let started = std::time::Instant::now();
+    store.warm_up().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
