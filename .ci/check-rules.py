@@ -54,6 +54,9 @@ CASES: list[tuple[str, dict[str, str], set[str]]] = [
     ("IAM user given for the created cache", {"VpcId": VPC, "SubnetIds": SUBNETS, "RedisIamUser": "x",
                                               "RedisIamCacheName": "y", **JWT},
      {"CreatedCacheHasItsOwnIamUser"}),
+    ("WAIT asked of the created serverless cache", {"VpcId": VPC, "SubnetIds": SUBNETS,
+                                                    "RedisMinReplicas": "1", **JWT},
+     {"ServerlessCacheHasNoWait"}),
     ("upper-case cache name", {"VpcId": VPC, "SubnetIds": SUBNETS, "CacheName": "Orders", **JWT},
      {"CacheName"}),
     ("cache name ending in a hyphen", {"VpcId": VPC, "SubnetIds": SUBNETS, "CacheName": "orders-", **JWT},
@@ -70,6 +73,8 @@ CASES: list[tuple[str, dict[str, str], set[str]]] = [
     ("created cache, iam", {"VpcId": VPC, "SubnetIds": SUBNETS, "AuthMode": "iam"}, set()),
     ("created cache, none (anonymous)", {"VpcId": VPC, "SubnetIds": SUBNETS, "AuthMode": "none"}, set()),
     ("existing endpoint, no VPC, no auth", {"RedisUrl": EXISTING, "RedisCluster": "true", **JWT}, set()),
+    ("existing node-based endpoint with one replica acknowledging", {"RedisUrl": EXISTING,
+                                                                     "RedisMinReplicas": "1", **JWT}, set()),
     ("existing endpoint in a VPC, IAM auth", {
         "RedisUrl": EXISTING, "SubnetIds": SUBNETS, "SecurityGroupIds": "sg-0123456789abcdef0",
         "RedisIamUser": "orders-app", "RedisIamCacheName": "my-cache", "RedisIamServerless": "true",
