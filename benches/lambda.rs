@@ -317,6 +317,12 @@ async fn managed_instances(function: &Path, redis: &RedisServer) -> Vec<report::
         env.push(("AWS_LAMBDA_MAX_CONCURRENCY", &value));
         let lambda = Arc::new(start(function, 1, redis, &env).await);
         lambda.wait_parked(0, concurrency).await;
+        let pids = [
+            lambda.pid(0).to_string(),
+            redis.pid().map_or_else(String::new, |p| p.to_string()),
+            "self".to_owned(),
+        ];
+        let cpu_before = pids.clone().map(|p| report::cpu_time(&p));
         let until = Instant::now() + Duration::from_secs(4);
         let mut tasks = Vec::new();
         for client in 0..concurrency {
@@ -340,11 +346,18 @@ async fn managed_instances(function: &Path, redis: &RedisServer) -> Vec<report::
         }
         let rate = samples.len() as f64 / 4.0;
         let rss = report::rss_kib(lambda.pid(0));
+        let count = samples.len() as f64;
+        let mut cpu_us = [0.0; 3];
+        for (i, pid) in pids.iter().enumerate() {
+            let used = report::cpu_time(pid).saturating_sub(cpu_before[i]);
+            cpu_us[i] = used.as_secs_f64() * 1e6 / count;
+        }
         rows.push(report::Concurrency {
             concurrency,
             per_second: rate,
             latency: percentiles(&mut samples),
             rss_kib: rss.1,
+            cpu_us,
         });
     }
     rows

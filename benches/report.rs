@@ -62,6 +62,24 @@ pub struct Concurrency {
     pub per_second: f64,
     pub latency: Percentiles,
     pub rss_kib: u64,
+    /// CPU µs per invocation: the function, redis-server, the harness.
+    pub cpu_us: [f64; 3],
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime, stime
+    // are the 12th and 13th of them.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // Linux reports CPU time in clock ticks of 1/100 s.
+    Duration::from_millis(ticks * 10)
 }
 
 pub struct Cold {
@@ -170,11 +188,12 @@ pub fn print_and_save(paths: &[Bench], r: &Results) {
         println!("| {n} | {rate:.0} |");
     }
     println!("\nManaged Instances: one process, AWS_LAMBDA_MAX_CONCURRENCY = clients\n");
-    println!("| concurrency | new orders/s | × one slot | p50 | p99 | peak RSS KiB |\n|---:|---:|---:|---:|---:|---:|");
+    println!("| concurrency | new orders/s | × one slot | p50 | p99 | peak RSS KiB | CPU µs per order: function / redis-server / harness |\n|---:|---:|---:|---:|---:|---:|---|");
     let single = &r.managed[0];
     for row in &r.managed {
+        let [function, redis, harness] = row.cpu_us;
         println!(
-            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {function:.0} / {redis:.0} / {harness:.0} |",
             row.concurrency,
             row.per_second,
             row.per_second / single.per_second,
@@ -250,7 +269,8 @@ fn save(paths: &[Bench], r: &Results, rtt: f64, targets: &[Target], (cpu, cores)
         "rtt_us": rtt,
         "throughput": r.throughput.iter().map(|(n, rate)| json!({"instances": n, "per_second": rate})).collect::<Vec<_>>(),
         "managed_instances": r.managed.iter().map(|m| json!({"concurrency": m.concurrency, "per_second": m.per_second,
-            "p50_us": m.latency.median, "p99_us": m.latency.p99, "peak_rss_kib": m.rss_kib})).collect::<Vec<_>>(),
+            "p50_us": m.latency.median, "p99_us": m.latency.p99, "peak_rss_kib": m.rss_kib,
+            "cpu_us_per_order": {"function": m.cpu_us[0], "redis": m.cpu_us[1], "harness": m.cpu_us[2]}})).collect::<Vec<_>>(),
         "cold_start": r.cold.iter().map(|c| json!({"variant": c.name, "init_median_us": c.init.median,
             "first_invocation_median_us": c.first.median})).collect::<Vec<_>>(),
         "rss_kib": r.rss.iter().map(|(n, (now, peak))| json!({"invocations": n, "rss": now, "peak": peak})).collect::<Vec<_>>(),

@@ -151,6 +151,11 @@ impl RedisServer {
             && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
     }
 
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The server's TCP port.
     pub fn port(&self) -> u16 {
         self.port
