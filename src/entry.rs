@@ -21,7 +21,7 @@
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 
-use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
+use lambda_http::http::{HeaderName, HeaderValue};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{service_fn, Adapter, Body, Context, Error, LambdaEvent, Response, Service};
 use serde::Serialize;
@@ -31,6 +31,7 @@ use serde_json::Value;
 use orders::Problem;
 
 use crate::app::App;
+use crate::problems::INVALID_REQUEST;
 
 /// Handles one raw invocation: never fails for a bad client input.
 pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Value, Error> {
@@ -60,12 +61,7 @@ pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Resul
 }
 
 fn bad_request(detail: &str) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-request",
-        "Invalid request",
-        detail,
-    )
+    Problem::new(INVALID_REQUEST, detail)
 }
 
 /// REST (v1) events carry every value of a repeated header in
@@ -112,7 +108,6 @@ async fn answer_in_origin_shape(
     base: &str,
     repair: fn(&mut Value) -> bool,
 ) -> Value {
-    let status = problem.status();
     let mut event: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     if !repair(&mut event) {
         return plain(problem.into_response(base));
@@ -137,9 +132,9 @@ async fn answer_in_origin_shape(
     match converted {
         Ok(future) => match future.await.map(|r| to_json(&r)) {
             Ok(Ok(json)) => json,
-            _ => plain_bad_request_with(status, base),
+            _ => plain_bad_request_with(base),
         },
-        Err(_) => plain_bad_request_with(status, base),
+        Err(_) => plain_bad_request_with(base),
     }
 }
 
@@ -193,16 +188,8 @@ fn plain_bad_request(detail: &str, base: &str) -> Value {
     plain(bad_request(detail).into_response(base))
 }
 
-fn plain_bad_request_with(status: StatusCode, base: &str) -> Value {
-    plain(
-        Problem::new(
-            status,
-            "invalid-request",
-            "Invalid request",
-            "The request could not be read.",
-        )
-        .into_response(base),
-    )
+fn plain_bad_request_with(base: &str) -> Value {
+    plain(bad_request("The request could not be read.").into_response(base))
 }
 
 /// The shape both API Gateway versions and function URLs accept.
