@@ -1,6 +1,7 @@
 //! The router: the only place that knows both the orders handlers and the
 //! idempotency layer. `POST /orders` goes through the layer; `GET
-//! /orders/{id}` does not need it (reads are naturally idempotent).
+//! /orders/{id}` does not need it (reads are naturally idempotent), nor
+//! does `GET /problems/{slug}` (the problem documents, [`crate::problems`]).
 //!
 //! Two small adapters join the walls between them: the layer's
 //! [`ExecutionId`] becomes the order's [`OrderId`] (every attempt at one
@@ -10,7 +11,7 @@
 
 use std::sync::Arc;
 
-use lambda_http::http::{Method, StatusCode};
+use lambda_http::http::Method;
 use lambda_http::tower::{Layer, ServiceExt};
 use lambda_http::{Body, Request, Response};
 use lambda_idempotency::{
@@ -20,6 +21,7 @@ use lambda_idempotency::{
 use orders::{get_order, CreateOrder, OrderId, OrderRepo, Problem, Rejected};
 
 use crate::config::Config;
+use crate::problems::{self, INTERNAL_ERROR, METHOD_NOT_ALLOWED, ROUTE_NOT_FOUND};
 
 /// The create handler as the layer sees it.
 type Create =
@@ -37,18 +39,27 @@ pub struct App {
 enum Route {
     Orders,
     Order(String),
+    ProblemType(String),
     Unknown,
 }
 
 fn route(path: &str) -> Route {
-    match path.strip_prefix("/orders") {
-        Some("") => Route::Orders,
-        Some(rest) => match rest.strip_prefix('/') {
-            Some(id) if !id.is_empty() && !id.contains('/') => Route::Order(id.to_owned()),
-            _ => Route::Unknown,
-        },
-        None => Route::Unknown,
+    if path == "/orders" {
+        return Route::Orders;
     }
+    match last_segment(path, "/orders/") {
+        Some(id) => Route::Order(id.to_owned()),
+        None => match last_segment(path, "/problems/") {
+            Some(slug) => Route::ProblemType(slug.to_owned()),
+            None => Route::Unknown,
+        },
+    }
+}
+
+/// The one non-empty segment of `path` after `prefix`.
+fn last_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
+    path.strip_prefix(prefix)
+        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
 /// Hands the layer's execution identity to the orders handler as its order id.
@@ -126,11 +137,13 @@ impl App {
                 get_order(&self.repo, &id, base).await
             }
             Route::Order(_) => method_not_allowed("GET", base),
+            Route::ProblemType(slug) if req.method() == Method::GET => {
+                problems::answer(&slug, base)
+            }
+            Route::ProblemType(_) => method_not_allowed("GET", base),
             Route::Unknown => Problem::new(
-                StatusCode::NOT_FOUND,
-                "route-not-found",
-                "Not found",
-                "No such route. Routes: POST /orders, GET /orders/{id}.",
+                ROUTE_NOT_FOUND,
+                "No such route. Routes: POST /orders, GET /orders/{id}, GET /problems/{slug}.",
             )
             .into_response(base),
         }
@@ -139,9 +152,7 @@ impl App {
 
 fn method_not_allowed(allow: &'static str, base: &str) -> Response<Body> {
     Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed",
+        METHOD_NOT_ALLOWED,
         format!("This route accepts {allow} only."),
     )
     .with_allow(allow)
@@ -150,9 +161,7 @@ fn method_not_allowed(allow: &'static str, base: &str) -> Response<Body> {
 
 fn internal_error(base: &str) -> Response<Body> {
     Problem::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal-error",
-        "Internal error",
+        INTERNAL_ERROR,
         "The request failed. Retry it with the same Idempotency-Key.",
     )
     .into_response(base)

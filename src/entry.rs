@@ -23,7 +23,7 @@
 use std::convert::Infallible;
 use std::panic::AssertUnwindSafe;
 
-use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
+use lambda_http::http::{HeaderName, HeaderValue};
 use lambda_http::request::LambdaRequest;
 use lambda_http::{
     Adapter, Body, BoxFuture, Context, Error, LambdaEvent, Request, Response, Service,
@@ -35,6 +35,7 @@ use serde_json::Value;
 use orders::Problem;
 
 use crate::app::App;
+use crate::problems::INVALID_REQUEST;
 
 /// The response `lambda_http` builds for the event's origin (v1 or v2).
 type Converted =
@@ -137,12 +138,7 @@ pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Resul
 }
 
 fn bad_request(detail: &str) -> Problem {
-    Problem::new(
-        StatusCode::BAD_REQUEST,
-        "invalid-request",
-        "Invalid request",
-        detail,
-    )
+    Problem::new(INVALID_REQUEST, detail)
 }
 
 /// REST (v1) events carry every value of a repeated header in
@@ -185,7 +181,6 @@ async fn answer_in_origin_shape(
     base: &str,
     repair: fn(&mut Value) -> bool,
 ) -> Reply {
-    let status = problem.status();
     let mut event: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     if !repair(&mut event) {
         return plain(problem.into_response(base));
@@ -208,7 +203,7 @@ async fn answer_in_origin_shape(
             Ok(converted) => Reply::Http(converted),
             Err(never) => match never {},
         },
-        Err(_) => plain_bad_request_with(status, base),
+        Err(_) => plain_bad_request_with(base),
     }
 }
 
@@ -262,16 +257,8 @@ fn plain_bad_request(detail: &str, base: &str) -> Reply {
     plain(bad_request(detail).into_response(base))
 }
 
-fn plain_bad_request_with(status: StatusCode, base: &str) -> Reply {
-    plain(
-        Problem::new(
-            status,
-            "invalid-request",
-            "Invalid request",
-            "The request could not be read.",
-        )
-        .into_response(base),
-    )
+fn plain_bad_request_with(base: &str) -> Reply {
+    plain(bad_request("The request could not be read.").into_response(base))
 }
 
 /// The shape both API Gateway versions and function URLs accept.

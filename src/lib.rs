@@ -13,7 +13,10 @@
 //!   `lambda_http` cannot convert (control characters in headers, invalid
 //!   base64 bodies) still get a clean `400`, then hands over to [`app`].
 //! - [`app`]: the router that puts the two crates together: `POST /orders`
-//!   behind the idempotency layer, `GET /orders/{id}`, 404 and 405.
+//!   behind the idempotency layer, `GET /orders/{id}`, `GET
+//!   /problems/{slug}`, 404 and 405.
+//! - [`problems`]: the function's own problem types and the documents
+//!   behind every problem's `type` URI (`docs/problems.md`).
 //!
 //! The idempotency layer (`crates/lambda-idempotency`) knows nothing of
 //! orders, and the orders (`crates/orders`) know nothing of the layer: each
@@ -22,6 +25,7 @@
 pub mod app;
 pub mod config;
 pub mod entry;
+pub mod problems;
 
 pub use app::App;
 pub use config::Config;

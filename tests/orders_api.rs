@@ -278,6 +278,38 @@ async fn get_returns_the_created_order_and_unknown_ids_give_404() {
 }
 
 #[tokio::test]
+async fn problem_type_uris_resolve_to_their_markdown_section() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[("PROBLEM_TYPE_BASE", "/problems/")]);
+
+    let missing_key = app.handle(event("post_order_missing_key.json")).await;
+    let type_uri = json(&missing_key)["type"].as_str().unwrap().to_owned();
+    assert_eq!(type_uri, "/problems/idempotency-key-missing");
+    let page = app
+        .handle(event("get_order_unknown.json").with_raw_http_path(&type_uri))
+        .await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()["content-type"],
+        "text/markdown; charset=utf-8"
+    );
+    let text = String::from_utf8(body(&page)).unwrap();
+    assert!(text.starts_with("## idempotency-key-missing\n"), "{text}");
+    assert!(text.contains("Status: `400 Bad Request`"), "{text}");
+
+    let unknown = event("get_order_unknown.json").with_raw_http_path("/problems/no-such-thing");
+    let unknown = app.handle(unknown).await;
+    assert_problem(&unknown, 404);
+    assert_eq!(json(&unknown)["type"], "/problems/problem-not-found");
+
+    let mut post = event("get_order_unknown.json").with_raw_http_path(&type_uri);
+    *post.method_mut() = lambda_http::http::Method::POST;
+    let post = app.handle(post).await;
+    assert_problem(&post, 405);
+    assert_eq!(post.headers()["allow"], "GET");
+}
+
+#[tokio::test]
 async fn every_fixture_event_gets_its_documented_status() {
     // events/expected_status.txt, in its order, against one empty Redis.
     let redis = RedisServer::start();

@@ -1,5 +1,6 @@
-//! Everything the layer answers on its own, as one `thiserror` enum, and
-//! the one mapping from it to a status and a problem+json body.
+//! Everything the layer answers on its own, as one `thiserror` enum; the
+//! list of the problems it can answer with ([`PROBLEMS`]); and the one
+//! mapping from the first into the second.
 
 use std::time::Duration;
 
@@ -7,8 +8,72 @@ use lambda_http::http::StatusCode;
 use thiserror::Error;
 
 use crate::key::KeyError;
-use crate::problem::Problem;
+use crate::problem::{Problem, ProblemType};
 use crate::store::StoreError;
+
+/// `400`: no `Idempotency-Key` header.
+const KEY_MISSING: ProblemType = ProblemType {
+    status: StatusCode::BAD_REQUEST,
+    slug: "idempotency-key-missing",
+    title: "Idempotency-Key header required",
+};
+/// `400`: the header is empty, too long, not visible ASCII, badly quoted,
+/// repeated or a list.
+const KEY_INVALID: ProblemType = ProblemType {
+    status: StatusCode::BAD_REQUEST,
+    slug: "idempotency-key-invalid",
+    title: "Invalid Idempotency-Key header",
+};
+/// `403`: no caller identity while anonymous callers are not allowed.
+const CALLER_UNIDENTIFIED: ProblemType = ProblemType {
+    status: StatusCode::FORBIDDEN,
+    slug: "caller-unidentified",
+    title: "Caller not identified",
+};
+/// `413`: the body is over the configured limit.
+const REQUEST_TOO_LARGE: ProblemType = ProblemType {
+    status: StatusCode::PAYLOAD_TOO_LARGE,
+    slug: "request-too-large",
+    title: "Request body too large",
+};
+/// `422`: the key was first used with a different request.
+const KEY_REUSED: ProblemType = ProblemType {
+    status: StatusCode::UNPROCESSABLE_ENTITY,
+    slug: "idempotency-key-reused",
+    title: "Idempotency-Key reused with a different request",
+};
+/// `409` with `Retry-After`: the first request with this key still runs.
+const REQUEST_IN_PROGRESS: ProblemType = ProblemType {
+    status: StatusCode::CONFLICT,
+    slug: "request-in-progress",
+    title: "Request already in progress",
+};
+/// `503` with `Retry-After`: the store could not be used; nothing ran.
+const STORE_UNAVAILABLE: ProblemType = ProblemType {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    slug: "idempotency-store-unavailable",
+    title: "Service temporarily unavailable",
+};
+/// `500`: the handler failed or panicked; the key was released.
+const HANDLER_FAILED: ProblemType = ProblemType {
+    status: StatusCode::INTERNAL_SERVER_ERROR,
+    slug: "handler-failed",
+    title: "Internal error",
+};
+
+/// Every problem the layer can answer with on its own, whatever handler it
+/// wraps: a function that documents its errors (an OpenAPI description,
+/// pages behind the `type` URIs) can check its documents against this list.
+pub const PROBLEMS: &[ProblemType] = &[
+    KEY_MISSING,
+    KEY_INVALID,
+    CALLER_UNIDENTIFIED,
+    REQUEST_TOO_LARGE,
+    KEY_REUSED,
+    REQUEST_IN_PROGRESS,
+    STORE_UNAVAILABLE,
+    HANDLER_FAILED,
+];
 
 /// A failure of the store as the layer sees it (the store's own errors,
 /// plus the time limits the layer enforces around it).
@@ -46,45 +111,37 @@ pub(crate) enum IdempotencyError {
 }
 
 impl IdempotencyError {
+    /// The kind of problem this error is answered with: one of [`PROBLEMS`].
+    pub(crate) fn problem_type(&self) -> ProblemType {
+        match self {
+            Self::Key(KeyError::Missing) => KEY_MISSING,
+            Self::Key(_) => KEY_INVALID,
+            Self::Unidentified => CALLER_UNIDENTIFIED,
+            Self::TooLarge { .. } => REQUEST_TOO_LARGE,
+            Self::Mismatch => KEY_REUSED,
+            Self::InProgress { .. } => REQUEST_IN_PROGRESS,
+            Self::StoreUnavailable { .. } => STORE_UNAVAILABLE,
+            Self::Handler => HANDLER_FAILED,
+        }
+    }
+
     /// The problem for this error.
     pub(crate) fn to_problem(&self) -> Problem {
+        let kind = self.problem_type();
         match self {
-            Self::Key(KeyError::Missing) => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key-missing",
-                "Idempotency-Key header required",
-                self.to_string(),
-            ),
-            Self::Key(_) => Problem::new(
-                StatusCode::BAD_REQUEST,
-                "idempotency-key-invalid",
-                "Invalid Idempotency-Key header",
-                self.to_string(),
-            ),
+            Self::Key(_) | Self::TooLarge { .. } => Problem::new(kind, self.to_string()),
             Self::Unidentified => Problem::new(
-                StatusCode::FORBIDDEN,
-                "caller-unidentified",
-                "Caller not identified",
+                kind,
                 "Idempotency keys are kept per caller, and this request carries no caller \
                  identity (JWT, authorizer, IAM or API key) that this function accepts.",
             ),
-            Self::TooLarge { .. } => Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request-too-large",
-                "Request body too large",
-                self.to_string(),
-            ),
             Self::Mismatch => Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                "Idempotency-Key reused with a different request",
+                kind,
                 "This key was first used with a different method, path, query or body. \
                  Use a new key for a new request.",
             ),
             Self::InProgress { retry_after_secs } => Problem::new(
-                StatusCode::CONFLICT,
-                "request-in-progress",
-                "Request already in progress",
+                kind,
                 "A request with this Idempotency-Key is still being processed. \
                  Retry after the Retry-After delay to get its result.",
             )
@@ -92,17 +149,13 @@ impl IdempotencyError {
             Self::StoreUnavailable {
                 retry_after_secs, ..
             } => Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "idempotency-store-unavailable",
-                "Service temporarily unavailable",
+                kind,
                 "The request's outcome could not be recorded safely. \
                  Retry it with the same Idempotency-Key to get its result.",
             )
             .with_retry_after(*retry_after_secs),
             Self::Handler => Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "handler-failed",
-                "Internal error",
+                kind,
                 "The request failed and was not recorded. Retry it with the same Idempotency-Key.",
             ),
         }
@@ -111,7 +164,59 @@ impl IdempotencyError {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
+
+    /// One error of every variant, and of every key error. The matches
+    /// have no wildcard arm: a new variant does not compile until it is
+    /// added here, and so checked against the list.
+    fn every_error() -> Vec<IdempotencyError> {
+        let keys = vec![
+            KeyError::Missing,
+            KeyError::Empty,
+            KeyError::TooLong(300),
+            KeyError::InvalidCharacter,
+            KeyError::Multiple,
+            KeyError::BadQuoting,
+        ];
+        for key in &keys {
+            match key {
+                KeyError::Missing
+                | KeyError::Empty
+                | KeyError::TooLong(_)
+                | KeyError::InvalidCharacter
+                | KeyError::Multiple
+                | KeyError::BadQuoting => {}
+            }
+        }
+        let mut errors: Vec<_> = keys.into_iter().map(IdempotencyError::Key).collect();
+        errors.extend([
+            IdempotencyError::Unidentified,
+            IdempotencyError::TooLarge { size: 9, limit: 1 },
+            IdempotencyError::Mismatch,
+            IdempotencyError::InProgress {
+                retry_after_secs: 1,
+            },
+            IdempotencyError::StoreUnavailable {
+                retry_after_secs: 1,
+                source: StoreFailure::Store(StoreError::Timeout(Duration::from_millis(5))),
+            },
+            IdempotencyError::Handler,
+        ]);
+        for error in &errors {
+            match error {
+                IdempotencyError::Key(_)
+                | IdempotencyError::Unidentified
+                | IdempotencyError::TooLarge { .. }
+                | IdempotencyError::Mismatch
+                | IdempotencyError::InProgress { .. }
+                | IdempotencyError::StoreUnavailable { .. }
+                | IdempotencyError::Handler => {}
+            }
+        }
+        errors
+    }
 
     #[test]
     fn each_error_maps_to_its_status() {
@@ -139,6 +244,31 @@ mod tests {
         for (error, status) in cases {
             assert_eq!(error.to_problem().status.as_u16(), status, "{error}");
         }
+    }
+
+    #[test]
+    fn every_error_maps_into_the_list_and_every_listed_problem_is_answered() {
+        let mut answered = HashSet::new();
+        for error in every_error() {
+            let kind = error.problem_type();
+            assert!(PROBLEMS.contains(&kind), "{error}: {kind:?} is not listed");
+            let problem = error.to_problem();
+            assert_eq!(
+                (problem.status, problem.slug, problem.title),
+                (kind.status, kind.slug, kind.title),
+                "{error}"
+            );
+            answered.insert(kind.slug);
+        }
+        for kind in PROBLEMS {
+            assert!(
+                answered.contains(kind.slug),
+                "{} is never answered",
+                kind.slug
+            );
+        }
+        let slugs: HashSet<_> = PROBLEMS.iter().map(|kind| kind.slug).collect();
+        assert_eq!(slugs.len(), PROBLEMS.len(), "slugs are unique");
     }
 
     #[test]

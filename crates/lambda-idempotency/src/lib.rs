@@ -74,7 +74,8 @@
 //!   (`service.rs`), running the handler under a renewed lease (`run.rs`),
 //!   which responses are stored ([`StoreRule`], [`NotExecuted`]);
 //! - answers: errors and their single mapping to RFC 9457 problems
-//!   (`error.rs`, `problem.rs`), one log line and one CloudWatch EMF line
+//!   (`error.rs`, `problem.rs`), the list of those problems ([`PROBLEMS`],
+//!   each a [`ProblemType`]), one log line and one CloudWatch EMF line
 //!   per request (`outcome.rs`, `metrics.rs`).
 #![deny(missing_docs)]
 
@@ -101,10 +102,12 @@ mod settings;
 mod store;
 
 pub use apigw::route_path;
+pub use error::PROBLEMS;
 pub use execution::ExecutionId;
 pub use key::StoreKey;
 pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
+pub use problem::ProblemType;
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,
 };

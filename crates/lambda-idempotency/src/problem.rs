@@ -12,6 +12,18 @@ use serde::Serialize;
 /// Media type of RFC 9457 error bodies.
 pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
+/// One kind of problem: what every occurrence of it shares. The `type`
+/// URI of an occurrence is the configured base followed by `slug`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemType {
+    /// The HTTP status it is answered with.
+    pub status: StatusCode,
+    /// The stable name at the end of its `type` URI, e.g. `request-in-progress`.
+    pub slug: &'static str,
+    /// Its short, fixed title.
+    pub title: &'static str,
+}
+
 /// A problem the layer answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Problem {
@@ -32,16 +44,12 @@ struct ProblemBody<'a> {
 }
 
 impl Problem {
-    pub(crate) fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// An occurrence of `kind`, with a detail for this occurrence.
+    pub(crate) fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Self {
-            status,
-            slug,
-            title,
+            status: kind.status,
+            slug: kind.slug,
+            title: kind.title,
             detail: detail.into(),
             retry_after_secs: None,
         }
@@ -80,7 +88,12 @@ mod tests {
 
     #[test]
     fn a_problem_renders_rfc9457_members_and_retry_after() {
-        let response = Problem::new(StatusCode::CONFLICT, "busy", "Busy", "try later")
+        let busy = ProblemType {
+            status: StatusCode::CONFLICT,
+            slug: "busy",
+            title: "Busy",
+        };
+        let response = Problem::new(busy, "try later")
             .with_retry_after(1)
             .into_response("https://example.com/problems/");
         assert_eq!(response.status(), StatusCode::CONFLICT);

@@ -12,8 +12,9 @@
 //! # Layout
 //! - `model`: the validated payload ([`NewOrder`]) and the stored [`Order`];
 //! - `repo`: [`OrderRepo`], orders in Redis, written only if absent;
-//! - `problem`: RFC 9457 error responses ([`Problem`]);
-//! - this file: the two handlers and their errors.
+//! - `problem`: RFC 9457 error responses ([`Problem`], [`ProblemType`]);
+//! - this file: the two handlers, their errors and the list of the
+//!   problems they answer with ([`PROBLEMS`]).
 
 mod model;
 mod problem;
@@ -30,7 +31,7 @@ use serde_json::json;
 use thiserror::Error;
 
 pub use model::{NewOrder, Order, OrderInputError, MAX_PRODUCT_CHARS, MAX_QUANTITY};
-pub use problem::{Problem, PROBLEM_JSON};
+pub use problem::{Problem, ProblemType, PROBLEM_JSON};
 pub use repo::{order_key, OrderRepo, RepoError};
 
 /// Request extension: the id the order created by this request must have.
@@ -50,7 +51,62 @@ impl OrderId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Rejected;
 
-/// Why an orders request failed; mapped to HTTP once, in `to_problem`.
+/// `415`: the body is not declared as JSON.
+const UNSUPPORTED_MEDIA_TYPE: ProblemType = ProblemType {
+    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    slug: "unsupported-media-type",
+    title: "Unsupported media type",
+};
+/// `415`: the body is compressed or otherwise encoded.
+const UNSUPPORTED_CONTENT_ENCODING: ProblemType = ProblemType {
+    status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    slug: "unsupported-content-encoding",
+    title: "Unsupported content encoding",
+};
+/// `400`: the body is not JSON.
+const MALFORMED_JSON: ProblemType = ProblemType {
+    status: StatusCode::BAD_REQUEST,
+    slug: "malformed-json",
+    title: "Malformed JSON body",
+};
+/// `422`: JSON, but not a valid order.
+const INVALID_ORDER: ProblemType = ProblemType {
+    status: StatusCode::UNPROCESSABLE_ENTITY,
+    slug: "invalid-order",
+    title: "Invalid order",
+};
+/// `422`: the order's id already names a different order.
+const ORDER_CONFLICT: ProblemType = ProblemType {
+    status: StatusCode::UNPROCESSABLE_ENTITY,
+    slug: "order-conflict",
+    title: "Order conflict",
+};
+/// `404`: no order has this id.
+const ORDER_NOT_FOUND: ProblemType = ProblemType {
+    status: StatusCode::NOT_FOUND,
+    slug: "order-not-found",
+    title: "Order not found",
+};
+/// `503` with `Retry-After`: Redis failed while reading or writing orders.
+const ORDER_STORE_UNAVAILABLE: ProblemType = ProblemType {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    slug: "order-store-unavailable",
+    title: "Service temporarily unavailable",
+};
+
+/// Every problem the orders handlers ([`create_order`], [`get_order`])
+/// can answer with: one per [`OrderError`] case.
+pub const PROBLEMS: &[ProblemType] = &[
+    UNSUPPORTED_MEDIA_TYPE,
+    UNSUPPORTED_CONTENT_ENCODING,
+    MALFORMED_JSON,
+    INVALID_ORDER,
+    ORDER_CONFLICT,
+    ORDER_NOT_FOUND,
+    ORDER_STORE_UNAVAILABLE,
+];
+
+/// Why an orders request failed; mapped to HTTP once, in `problem_type`.
 #[derive(Debug, Error)]
 pub enum OrderError {
     /// The body is not declared as JSON.
@@ -74,48 +130,32 @@ pub enum OrderError {
 }
 
 impl OrderError {
+    /// The kind of problem this error is answered with: one of [`PROBLEMS`].
+    pub fn problem_type(&self) -> ProblemType {
+        match self {
+            Self::UnsupportedMediaType => UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedEncoding => UNSUPPORTED_CONTENT_ENCODING,
+            Self::Input(OrderInputError::Malformed(_)) => MALFORMED_JSON,
+            Self::Input(OrderInputError::Invalid(_)) => INVALID_ORDER,
+            Self::Conflict => ORDER_CONFLICT,
+            Self::NotFound => ORDER_NOT_FOUND,
+            Self::Store(_) => ORDER_STORE_UNAVAILABLE,
+        }
+    }
+
     /// The problem+json response for this error.
     pub fn to_problem(&self) -> Problem {
-        let (status, slug, title) = match self {
-            Self::UnsupportedMediaType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            ),
-            Self::UnsupportedEncoding => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-content-encoding",
-                "Unsupported content encoding",
-            ),
-            Self::Input(OrderInputError::Malformed(_)) => (
-                StatusCode::BAD_REQUEST,
-                "malformed-json",
-                "Malformed JSON body",
-            ),
-            Self::Input(OrderInputError::Invalid(_)) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-order",
-                "Invalid order",
-            ),
-            Self::Conflict => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "order-conflict",
-                "Order conflict",
-            ),
-            Self::NotFound => (StatusCode::NOT_FOUND, "order-not-found", "Order not found"),
+        let kind = self.problem_type();
+        match self {
             // The detail stays generic: the cause is logged, not sent.
-            Self::Store(_) => {
-                return Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "order-store-unavailable",
-                    "Service temporarily unavailable",
-                    "The order may not have been saved. Retry with the same Idempotency-Key \
-                     to get its result.",
-                )
-                .with_retry_after(1)
-            }
-        };
-        Problem::new(status, slug, title, self.to_string())
+            Self::Store(_) => Problem::new(
+                kind,
+                "The order may not have been saved. Retry with the same Idempotency-Key \
+                 to get its result.",
+            )
+            .with_retry_after(1),
+            _ => Problem::new(kind, self.to_string()),
+        }
     }
 
     fn into_response(self, type_base: &str) -> Response<Body> {
@@ -280,6 +320,57 @@ mod tests {
         let response = failed.into_response("urn:t:");
         assert_eq!(response.status(), 503);
         assert!(response.extensions().get::<Rejected>().is_none());
+    }
+
+    /// One error of every kind. The match has no wildcard arm: a new
+    /// variant does not compile until it is added here, and so checked
+    /// against the list.
+    fn every_error() -> Vec<OrderError> {
+        let errors = vec![
+            OrderError::UnsupportedMediaType,
+            OrderError::UnsupportedEncoding,
+            OrderError::Input(OrderInputError::Malformed("x".into())),
+            OrderError::Input(OrderInputError::Invalid("x".into())),
+            OrderError::Conflict,
+            OrderError::NotFound,
+            OrderError::Store(RepoError::Timeout(std::time::Duration::ZERO)),
+        ];
+        for error in &errors {
+            match error {
+                OrderError::UnsupportedMediaType
+                | OrderError::UnsupportedEncoding
+                | OrderError::Input(OrderInputError::Malformed(_))
+                | OrderError::Input(OrderInputError::Invalid(_))
+                | OrderError::Conflict
+                | OrderError::NotFound
+                | OrderError::Store(_) => {}
+            }
+        }
+        errors
+    }
+
+    #[test]
+    fn every_error_maps_into_the_list_and_every_listed_problem_is_answered() {
+        let mut answered = std::collections::HashSet::new();
+        for error in every_error() {
+            let kind = error.problem_type();
+            assert!(PROBLEMS.contains(&kind), "{error}: {kind:?} is not listed");
+            let problem = error.to_problem();
+            assert_eq!((problem.status(), problem.slug()), (kind.status, kind.slug));
+            let response = error.into_response("urn:t:");
+            let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+            assert_eq!(json["title"], kind.title);
+            answered.insert(kind.slug);
+        }
+        for kind in PROBLEMS {
+            assert!(
+                answered.contains(kind.slug),
+                "{} is never answered",
+                kind.slug
+            );
+        }
+        let slugs: std::collections::HashSet<_> = PROBLEMS.iter().map(|k| k.slug).collect();
+        assert_eq!(slugs.len(), PROBLEMS.len(), "slugs are unique");
     }
 
     #[test]

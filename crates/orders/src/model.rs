@@ -102,7 +102,7 @@ impl TryFrom<&[u8]> for NewOrder {
         let quantity = members
             .quantity
             .as_ref()
-            .and_then(|raw| raw.get().parse::<u16>().ok())
+            .and_then(|raw| whole_number(raw.get()))
             .filter(|q| (1..=MAX_QUANTITY).contains(q));
         match (members.quantity.is_some(), quantity) {
             (false, _) => Err(invalid("quantity is required")),
@@ -112,6 +112,59 @@ impl TryFrom<&[u8]> for NewOrder {
             (true, Some(quantity)) => Ok(Self { product, quantity }),
         }
     }
+}
+
+/// The value of a JSON number's text when it is a whole number below
+/// 10,000, whatever its notation: `2`, `2.0`, `2e0` and `0.2e1` are all 2
+/// (JSON does not tell them apart, and JSON Schema's `integer` accepts
+/// them all). Exact: digits are read, never rounded through a float, so
+/// `2.0000000000000001` is not whole. `None` for anything else, including
+/// text that is not a number.
+fn whole_number(text: &str) -> Option<u16> {
+    const LIMIT: u32 = 9_999;
+    if !text.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let (mantissa, exponent) = match text.split_once(['e', 'E']) {
+        // An exponent beyond i64 makes a number far too large, or a zero.
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = || int.bytes().chain(fraction.bytes());
+    if !digits().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // The value is `digits` × 10^`shift`: the digits a negative shift puts
+    // behind the decimal point must all be zeros.
+    let shift = exponent.checked_sub(i64::try_from(fraction.len()).ok()?)?;
+    let behind = match shift {
+        0.. => 0,
+        _ => shift
+            .checked_neg()
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(usize::MAX),
+    };
+    let kept = (int.len() + fraction.len()).saturating_sub(behind);
+    if !digits().skip(kept).all(|b| b == b'0') {
+        return None;
+    }
+    let mut value: u32 = 0;
+    for b in digits().take(kept) {
+        value = value * 10 + u32::from(b - b'0');
+        if value > LIMIT {
+            return None;
+        }
+    }
+    if value > 0 {
+        for _ in 0..shift {
+            value *= 10;
+            if value > LIMIT {
+                return None;
+            }
+        }
+    }
+    u16::try_from(value).ok()
 }
 
 fn invalid(message: impl Into<String>) -> OrderInputError {

@@ -12,6 +12,18 @@ use serde::Serialize;
 /// Media type of RFC 9457 error bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// One kind of problem: what every occurrence of it shares. The `type`
+/// URI of an occurrence is the configured base followed by `slug`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProblemType {
+    /// The HTTP status it is answered with.
+    pub status: StatusCode,
+    /// The stable name at the end of its `type` URI, e.g. `order-not-found`.
+    pub slug: &'static str,
+    /// Its short, fixed title.
+    pub title: &'static str,
+}
+
 /// An RFC 9457 problem, ready to be turned into an HTTP response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -33,18 +45,13 @@ struct ProblemBody<'a> {
 }
 
 impl Problem {
-    /// A problem with a status, a stable slug (the end of its `type` URI),
-    /// a short title and a detail for this occurrence.
-    pub fn new(
-        status: StatusCode,
-        slug: &'static str,
-        title: &'static str,
-        detail: impl Into<String>,
-    ) -> Self {
+    /// An occurrence of `kind` (its status, slug and title), with a detail
+    /// for this occurrence.
+    pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
         Self {
-            status,
-            slug,
-            title,
+            status: kind.status,
+            slug: kind.slug,
+            title: kind.title,
             detail: detail.into(),
             retry_after_secs: None,
             allow: None,
@@ -105,7 +112,12 @@ mod tests {
 
     #[test]
     fn problem_renders_rfc9457_fields_and_headers() {
-        let response = Problem::new(StatusCode::CONFLICT, "in-progress", "Busy", "try later")
+        let busy = ProblemType {
+            status: StatusCode::CONFLICT,
+            slug: "in-progress",
+            title: "Busy",
+        };
+        let response = Problem::new(busy, "try later")
             .with_retry_after(7)
             .into_response("urn:test:");
         assert_eq!(response.status(), StatusCode::CONFLICT);
@@ -120,7 +132,12 @@ mod tests {
 
     #[test]
     fn allow_header_is_set_for_method_not_allowed() {
-        let response = Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method", "No", "d")
+        let no = ProblemType {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            slug: "method",
+            title: "No",
+        };
+        let response = Problem::new(no, "d")
             .with_allow("GET")
             .into_response("urn:test:");
         assert_eq!(response.headers()[header::ALLOW], "GET");

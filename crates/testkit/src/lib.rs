@@ -11,6 +11,8 @@
 //!   assertions on responses.
 //! - [`harness`]: a Lambda Runtime API per instance, driving N processes of
 //!   a release binary the way Lambda runs them.
+//! - [`watch`]: the real `cargo lambda watch` serving the function over
+//!   HTTP, stopped with everything it started.
 //!
 //! No helper mocks Redis, and none skips a test when `redis-server` is
 //! missing: that is a failure that says how to install it.
@@ -22,6 +24,7 @@ pub mod harness;
 pub mod proxy;
 pub mod server;
 mod tls;
+pub mod watch;
 
 pub use cluster::RedisCluster;
 pub use server::RedisServer;
