@@ -7,6 +7,7 @@
 //! value is a [`ConfigError`] naming the variable; `main` refuses to start
 //! with it, which Lambda reports as an init error.
 
+use lambda_http::http::Method;
 use lambda_idempotency::{ApiGatewayScope, ConfigError, RedisOptions, Settings, DEFAULT_REDIS_URL};
 
 /// Default CloudWatch namespace of the EMF metric lines.
@@ -44,13 +45,17 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let set = |var: &str| lookup(var).filter(|v| !v.trim().is_empty());
         let redis_url = set("REDIS_URL").unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
+        let redis = RedisOptions::from_lookup(&lookup)?;
         // Checked here so a typo fails at start-up, not on the first request.
         // The value itself is not echoed: it may carry a password.
-        if redis::parse_redis_url(&redis_url).is_none() {
-            return Err(error("REDIS_URL", "not a valid redis:// or rediss:// URL"));
-        }
-        let redis = RedisOptions::from_lookup(&lookup)?;
+        redis.validate_url(&redis_url)?;
         let mut settings = Settings::from_lookup(&lookup)?;
+        if !settings.methods.contains(&Method::POST) {
+            return Err(error(
+                "IDEMPOTENCY_METHODS",
+                "must include POST, or POST /orders would run without idempotency",
+            ));
+        }
         // Unset: the function's namespace; set but empty: no metric lines.
         settings.metrics_namespace = match lookup("METRICS_NAMESPACE") {
             None => Some(DEFAULT_METRICS_NAMESPACE.to_owned()),
@@ -91,10 +96,10 @@ impl Config {
     }
 
     /// A lease is renewed every third of its length, each renewal bounded
-    /// by `REDIS_TIMEOUT_MS`: a lease shorter than two timeouts could run
-    /// out while a renewal is still on its way.
+    /// by `REDIS_TIMEOUT_MS`. A lease of six timeouts still outlasts one
+    /// renewal that fails after a whole timeout, and the next one.
     fn check_leases(&self) -> Result<(), ConfigError> {
-        let floor = self.redis.timeout * 2;
+        let floor = self.redis.timeout * 6;
         for (var, lease) in [
             ("IDEMPOTENCY_LEASE_CAP_SECS", self.settings.lease_cap),
             (
@@ -105,7 +110,7 @@ impl Config {
             if lease < floor {
                 return Err(error(
                     var,
-                    format!("a lease must last at least twice REDIS_TIMEOUT_MS ({floor:?})"),
+                    format!("a lease must last at least six times REDIS_TIMEOUT_MS ({floor:?})"),
                 ));
             }
         }
@@ -194,13 +199,27 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_shorter_than_two_redis_timeouts_is_refused_at_start_up() {
+    fn a_lease_shorter_than_six_redis_timeouts_is_refused_at_start_up() {
         let err = from(&[
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "1"),
-            ("REDIS_TIMEOUT_MS", "600"),
+            ("IDEMPOTENCY_LEASE_CAP_SECS", "2"),
+            ("REDIS_TIMEOUT_MS", "500"),
         ])
         .unwrap_err();
         assert_eq!(err.var, "IDEMPOTENCY_LEASE_CAP_SECS");
-        assert!(from(&[("IDEMPOTENCY_LEASE_CAP_SECS", "1")]).is_ok());
+        assert!(from(&[("IDEMPOTENCY_LEASE_CAP_SECS", "3")]).is_ok());
+    }
+
+    #[test]
+    fn methods_without_post_and_iam_without_tls_are_refused() {
+        let err = from(&[("IDEMPOTENCY_METHODS", "PATCH")]).unwrap_err();
+        assert_eq!(err.var, "IDEMPOTENCY_METHODS");
+        let err = from(&[
+            ("REDIS_URL", "redis://cache:6379"),
+            ("REDIS_IAM_USER", "app"),
+            ("REDIS_IAM_CACHE_NAME", "cache"),
+            ("AWS_REGION", "eu-west-1"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "REDIS_IAM_USER");
     }
 }

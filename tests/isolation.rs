@@ -127,25 +127,25 @@ async fn the_same_subject_from_two_issuers_is_two_callers_and_an_empty_subject_i
 }
 
 #[tokio::test]
-async fn an_iam_role_keeps_its_scope_across_a_credential_refresh() {
+async fn two_people_behind_one_iam_role_never_share_a_key_unless_iam_role_is_chosen() {
     let redis = RedisServer::start();
+    let session = |name: &str| json!({ "iam": { "userArn": format!("arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Buyers/{name}") } });
     let app = app_with(&redis, &[]);
-    let session = |name: &str| json!({ "iam": { "userArn": format!("arn:aws:sts::123456789012:assumed-role/Checkout/{name}") } });
-    let (first, created) = invoke(&app, &v2("k-iam", Some(session("i-1")))).await;
-    let (_, retry) = invoke(&app, &v2("k-iam", Some(session("i-2")))).await;
+    let (first, alice) = invoke(&app, &v2("k-iam", Some(session("alice@example.com")))).await;
+    let (_, bob) = invoke(&app, &v2("k-iam", Some(session("bob@example.com")))).await;
+    let (_, alice_again) = invoke(&app, &v2("k-iam", Some(session("alice@example.com")))).await;
     assert_eq!(first, 201);
-    assert!(
-        retry["replayed"].as_bool().unwrap(),
-        "a new session name is the same caller"
-    );
-    assert_eq!(order_id(&created), order_id(&retry));
-    let (_, other_role) = invoke(
-        &app,
-        &v2("k-iam", Some(json!({ "iam": { "userArn": "arn:aws:sts::123456789012:assumed-role/Refunds/i-1" } }))),
-    )
-    .await;
-    assert!(!other_role["replayed"].as_bool().unwrap());
-    assert_eq!(redis.orders(), 2);
+    assert!(!bob["replayed"].as_bool().unwrap(), "bob got alice's order");
+    assert_ne!(order_id(&alice), order_id(&bob));
+    assert!(alice_again["replayed"].as_bool().unwrap());
+
+    // Opting in to the role alone: a new session name is the same caller.
+    let by_role = app_with(&redis, &[("IDEMPOTENCY_SCOPE", "iam-role")]);
+    let (_, one) = invoke(&by_role, &v2("k-role", Some(session("i-1")))).await;
+    let (_, two) = invoke(&by_role, &v2("k-role", Some(session("i-2")))).await;
+    assert!(two["replayed"].as_bool().unwrap());
+    assert_eq!(order_id(&one), order_id(&two));
+    assert_eq!(redis.orders(), 3);
 }
 
 #[tokio::test]

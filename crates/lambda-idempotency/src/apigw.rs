@@ -43,6 +43,43 @@ pub fn route_path(req: &Request) -> Cow<'_, str> {
     Cow::Borrowed(raw_path(req))
 }
 
+/// What names the operation in a record key: the route template and each
+/// path parameter, length-prefixed, when API Gateway matched a concrete
+/// route, else the path. Unlike [`route_path`], it keeps apart routes whose
+/// filled-in paths coincide (`/files/{name}` with `a/b` and
+/// `/files/{dir}/{name}` with `a` and `b`).
+pub(crate) fn route_identity(req: &Request) -> String {
+    let Some(template) = route_template(req) else {
+        return route_path(req).into_owned();
+    };
+    let mut out = String::with_capacity(template.len() + 32);
+    out.push_str(template);
+    let params = req.path_parameters_ref();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}').map(|c| open + c) else {
+            break;
+        };
+        let name = rest[open + 1..close].trim_end_matches('+');
+        let value = params.and_then(|p| p.first(name)).unwrap_or("");
+        out.push_str(&format!("\0{}:{value}", value.len()));
+        rest = &rest[close + 1..];
+    }
+    out
+}
+
+fn route_template(req: &Request) -> Option<&str> {
+    let template = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
+            .route_key
+            .as_deref()
+            .and_then(|key| key.split_once(' ').map(|(_, path)| path)),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.as_deref(),
+        _ => None,
+    };
+    template.filter(|t| t.starts_with('/'))
+}
+
 /// A route template (`/orders/{id}`, `/{proxy+}`) with the request's path
 /// parameters filled in; `None` if one is missing.
 fn fill(template: &str, req: &Request) -> Option<String> {
@@ -168,6 +205,28 @@ mod tests {
             r#""proxy":"a/b""#,
         );
         assert_eq!(route_path(&greedy), "/a/b");
+    }
+
+    #[test]
+    fn routes_whose_filled_paths_coincide_keep_distinct_identities() {
+        let one = v2(
+            "POST /files/{name}",
+            "$default",
+            EXECUTE_API,
+            "/files/a%2Fb",
+            r#""name":"a/b""#,
+        );
+        let two = v2(
+            "POST /files/{dir}/{name}",
+            "$default",
+            EXECUTE_API,
+            "/files/a/b",
+            r#""dir":"a","name":"b""#,
+        );
+        assert_eq!(route_path(&one), route_path(&two));
+        assert_ne!(route_identity(&one), route_identity(&two));
+        let plain = v2("$default", "$default", EXECUTE_API, "/orders", "");
+        assert_eq!(route_identity(&plain), "/orders");
     }
 
     #[test]

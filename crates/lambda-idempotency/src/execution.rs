@@ -19,7 +19,11 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// A stable, unguessable identity for the execution of one idempotency key.
+/// A stable identity for the execution of one idempotency key.
+///
+/// It is derived (SHA-256) from the record key, so it is not a secret:
+/// whoever knows a caller's scope and `Idempotency-Key` can compute it. Use
+/// it to name side effects, not to authorise access to them.
 ///
 /// Present in `request.extensions()` whenever the layer runs the handler
 /// under a key; absent for requests the layer passes through.

@@ -89,12 +89,11 @@ impl<St: IdempotencyStore> Lease<'_, St> {
     }
 
     /// Renews the lease every third of its length, fenced by the owner
-    /// token. Not needed when the lease already outlives the invocation
-    /// (Lambda kills it at its deadline): then it only waits.
+    /// token. Also past the invocation's deadline: Lambda Managed
+    /// Instances do not stop an invocation at its deadline, so a handler
+    /// may still be running then. A handler that finishes within a third of
+    /// its lease (nearly all) never renews, so this costs no round trip.
     async fn heartbeat(&self) -> Infallible {
-        if self.covers_the_deadline() {
-            return std::future::pending().await;
-        }
         loop {
             let lease = self.settings.lease_for(time_left(self.deadline));
             tokio::time::sleep((lease / 3).max(MIN_HEARTBEAT)).await;
@@ -120,14 +119,6 @@ impl<St: IdempotencyStore> Lease<'_, St> {
                     "could not renew the idempotency lease; retrying at the next beat"
                 ),
             }
-        }
-    }
-
-    /// Whether the first lease already lasts past deadline + grace.
-    fn covers_the_deadline(&self) -> bool {
-        match time_left(self.deadline) {
-            Some(left) => self.settings.lease_for(Some(left)) >= left + self.settings.lease_grace,
-            None => false,
         }
     }
 }

@@ -11,7 +11,8 @@
 //! | `jwt` | HTTP API JWT authorizer claims; REST Cognito authorizer `claims` | issuer and `sub` |
 //! | `authorizer` | REST Lambda authorizer `principalId`; HTTP API Lambda authorizer context (`authorizer.lambda`) | the principal, or the whole context (sorted) |
 //! | `authorizer:<field>` | the same, one named context field | that field |
-//! | `iam` | the caller's IAM ARN (v1 `identity.userArn`, v2 `authorizer.iam.userArn`) | the ARN; for an assumed role, the role without its session name |
+//! | `iam` | the caller's IAM ARN (v1 `identity.userArn`, v2 `authorizer.iam.userArn`), and the Cognito identity id when the credentials came from an identity pool | the full ARN (session name included), plus that identity id |
+//! | `iam-role` | the same ARN | for an assumed role, the role alone, without its session name |
 //! | `api-key` | REST API key id | the key id |
 //! | `anonymous` | always matches | one shared scope |
 //!
@@ -21,9 +22,14 @@
 //! `403`: anonymous callers share one key space, so they are accepted only
 //! when `anonymous` is listed.
 //!
-//! An assumed-role IAM caller keeps its scope across credential refreshes
-//! (a new session name), so a retry after a refresh is still a retry; the
-//! price is that all sessions of one role share a key space.
+//! Different people often reach an API through one IAM role (IAM Identity
+//! Center permission sets, Cognito identity pools, web identity), told apart
+//! only by the session name or the Cognito identity. So `iam` keeps both: a
+//! retry keeps its scope as long as its session name does, which is the
+//! case for Identity Center (the user's name), Cognito (the identity id)
+//! and the roles of EC2, ECS and Lambda (the instance, task or function). A
+//! caller whose session names change with every credential refresh, and
+//! which trusts everyone in its role, can use `iam-role` instead.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -58,8 +64,11 @@ pub enum ScopeSource {
     Jwt,
     /// A Lambda authorizer's principal or context, or one named field.
     Authorizer(Option<String>),
-    /// The IAM caller.
+    /// The IAM caller: its full ARN, and its Cognito identity if any.
     Iam,
+    /// The IAM role, without the session name (opt in: it merges everyone
+    /// who assumes the role).
+    IamRole,
     /// The REST API key id.
     ApiKey,
     /// Any request: one shared, anonymous scope.
@@ -122,6 +131,7 @@ impl FromStr for ApiGatewayScope {
                 "jwt" => Ok(ScopeSource::Jwt),
                 "authorizer" => Ok(ScopeSource::Authorizer(None)),
                 "iam" => Ok(ScopeSource::Iam),
+                "iam-role" => Ok(ScopeSource::IamRole),
                 "api-key" => Ok(ScopeSource::ApiKey),
                 "anonymous" => Ok(ScopeSource::Anonymous),
                 other => match other.strip_prefix("authorizer:") {
@@ -149,6 +159,7 @@ impl fmt::Display for ApiGatewayScope {
                 ScopeSource::Authorizer(None) => "authorizer".to_owned(),
                 ScopeSource::Authorizer(Some(field)) => format!("authorizer:{field}"),
                 ScopeSource::Iam => "iam".to_owned(),
+                ScopeSource::IamRole => "iam-role".to_owned(),
                 ScopeSource::ApiKey => "api-key".to_owned(),
                 ScopeSource::Anonymous => "anonymous".to_owned(),
             })
@@ -189,7 +200,8 @@ fn read(source: &ScopeSource, ctx: Option<&RequestContext>) -> Found {
     match source {
         ScopeSource::Jwt => jwt(ctx),
         ScopeSource::Authorizer(field) => lambda_authorizer(ctx, field.as_deref()),
-        ScopeSource::Iam => iam(ctx),
+        ScopeSource::Iam => iam(ctx, false),
+        ScopeSource::IamRole => iam(ctx, true),
         ScopeSource::ApiKey => match ctx {
             RequestContext::ApiGatewayV1(v1) => tagged("apikey", v1.identity.api_key_id.as_deref()),
             _ => Found::Absent,
@@ -282,14 +294,30 @@ fn scalar(value: &Value) -> String {
     }
 }
 
-fn iam(ctx: &RequestContext) -> Found {
-    let arn = match ctx {
-        RequestContext::ApiGatewayV1(v1) => v1.identity.user_arn.as_deref(),
-        _ => authorizer(ctx)
-            .and_then(|a| a.iam.as_ref())
-            .and_then(|iam| iam.user_arn.as_deref()),
+fn iam(ctx: &RequestContext, role_only: bool) -> Found {
+    let (arn, cognito) = match ctx {
+        RequestContext::ApiGatewayV1(v1) => (
+            v1.identity.user_arn.as_deref(),
+            v1.identity.cognito_identity_id.as_deref(),
+        ),
+        _ => {
+            let iam = authorizer(ctx).and_then(|a| a.iam.as_ref());
+            (
+                iam.and_then(|iam| iam.user_arn.as_deref()),
+                iam.and_then(|iam| iam.cognito_identity.as_ref())
+                    .and_then(|c| c.identity_id.as_deref()),
+            )
+        }
     };
-    tagged("iam", arn.map(without_session_name))
+    match (arn, role_only) {
+        (None, _) => Found::Absent,
+        (Some(""), _) => Found::Invalid,
+        (Some(arn), true) => Found::Scope(format!("iam-role:{}", without_session_name(arn))),
+        // Length-prefixed, so an ARN can never imitate an ARN plus identity.
+        (Some(arn), false) => {
+            Found::Scope(format!("iam:{}:{arn}{}", arn.len(), cognito.unwrap_or("")))
+        }
+    }
 }
 
 /// `arn:aws:sts::1:assumed-role/Role/session` → `arn:aws:sts::1:assumed-role/Role`.

@@ -17,7 +17,7 @@ use lambda_http::http::header;
 use lambda_http::tower::Service;
 use lambda_http::{Body, BoxFuture, IntoResponse, Request, RequestExt, Response};
 
-use crate::apigw::route_path;
+use crate::apigw::route_identity;
 use crate::decision::{decide, NextAction};
 use crate::error::{IdempotencyError, StoreFailure};
 use crate::fingerprint::Fingerprint;
@@ -93,7 +93,7 @@ struct Claimant {
 }
 
 /// The whole per-request flow; never fails (errors become responses).
-async fn process<S, St>(inner: S, shared: &Shared<St>, req: Request) -> Response<Body>
+async fn process<S, St>(inner: S, shared: &Arc<Shared<St>>, req: Request) -> Response<Body>
 where
     S: Service<Request> + Send,
     S::Future: Send,
@@ -139,7 +139,7 @@ where
 
 fn claimant(req: &Request, prefix: &str, scope: &str, key: &IdempotencyKey) -> Claimant {
     let method = req.method().as_str();
-    let path = route_path(req);
+    let path = route_identity(req);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -155,7 +155,7 @@ fn claimant(req: &Request, prefix: &str, scope: &str, key: &IdempotencyKey) -> C
 
 async fn claim_and_run<S, St>(
     inner: S,
-    shared: &Shared<St>,
+    shared: &Arc<Shared<St>>,
     mut tally: Tally<'_, St>,
     mut req: Request,
     c: Claimant,
@@ -172,16 +172,12 @@ where
     let lease = settings.lease_for(time_left(c.deadline));
     let started = Instant::now();
     let payload = in_progress_payload(&c.fingerprint, now_ms() + millis(lease));
-    let claim = store.claim(&c.key, &c.owner, &payload, lease);
-    // Bounded by the deadline too: the function must answer before Lambda
-    // kills it, whatever the store's own timeout says.
-    let claimed = match time_left(c.deadline).map(|left| left.saturating_sub(DEADLINE_MARGIN)) {
-        Some(budget) => match tokio::time::timeout(budget, claim).await {
-            Ok(result) => result.map_err(StoreFailure::from),
-            Err(_) => Err(StoreFailure::Deadline),
-        },
-        None => claim.await.map_err(StoreFailure::from),
-    };
+    let claimed = bounded(c.deadline, store.claim(&c.key, &c.owner, &payload, lease)).await;
+    if let Err(StoreFailure::Deadline | StoreFailure::Store(StoreError::Timeout(_))) = &claimed {
+        // The claim may have been applied after all: give it back, so the
+        // client's retry is not held off for the whole lease.
+        release_later(shared, &c);
+    }
     let existing = claimed.and_then(|found| {
         found
             .map(Record::decode)
@@ -209,7 +205,7 @@ where
     if action == NextAction::Execute && took + LEASE_SAFETY >= lease {
         // The claim's reply came back after our lease (nearly) ran out:
         // another invocation may already own the key.
-        release(store, &c.key, &c.owner).await;
+        release(store, &c.key, &c.owner, c.deadline).await;
         let error = unavailable(settings, &c.key, StoreFailure::LateClaim(took));
         return tally.reject(error, Outcome::StoreError, Some(&c.key));
     }
@@ -252,12 +248,12 @@ async fn settle<St: IdempotencyStore>(
     let response = match response {
         Ok(response) => response,
         Err(failure) => {
-            release(store, &c.key, &c.owner).await;
+            release(store, &c.key, &c.owner, c.deadline).await;
             return tally.finish_handled(Outcome::HandlerFailed, Some(&c.key), Err(failure));
         }
     };
     if !shared.rule.should_store(&response) {
-        release(store, &c.key, &c.owner).await;
+        release(store, &c.key, &c.owner, c.deadline).await;
         return tally.finish(Outcome::Released, Some(&c.key), response);
     }
     let payload = StoredResponse::capture(&response).encode(&c.fingerprint);
@@ -270,15 +266,15 @@ async fn settle<St: IdempotencyStore>(
             "the response is larger than IDEMPOTENCY_MAX_RECORD_BYTES: it was sent but not \
              stored, and the key was released (a retry runs again)"
         );
-        release(store, &c.key, &c.owner).await;
+        release(store, &c.key, &c.owner, c.deadline).await;
         return tally.finish(Outcome::Released, Some(&c.key), response);
     }
     match complete(shared, c, &payload).await {
         Ok(()) => tally.finish(Outcome::Executed, Some(&c.key), response),
-        Err(e @ StoreError::NotReplicated { .. }) => {
+        Err(e @ StoreFailure::Store(StoreError::NotReplicated { .. })) => {
             // The record is on the primary but could vanish in a failover:
             // answer nothing a failover could contradict. A retry replays.
-            let error = unavailable(&shared.settings, &c.key, StoreFailure::Store(e));
+            let error = unavailable(&shared.settings, &c.key, e);
             tally.reject(error, Outcome::CompletionFailed, Some(&c.key))
         }
         Err(_) => tally.finish(Outcome::CompletionFailed, Some(&c.key), response),
@@ -297,6 +293,29 @@ fn unavailable(
     }
 }
 
+/// Runs a store call bounded by the deadline too (keeping a margin), so the
+/// function answers before Lambda stops it, whatever the store's own
+/// timeout says.
+async fn bounded<T>(
+    deadline: Option<SystemTime>,
+    call: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreFailure> {
+    match time_left(deadline).map(|left| left.saturating_sub(DEADLINE_MARGIN)) {
+        Some(budget) => match tokio::time::timeout(budget, call).await {
+            Ok(result) => result.map_err(StoreFailure::from),
+            Err(_) => Err(StoreFailure::Deadline),
+        },
+        None => call.await.map_err(StoreFailure::from),
+    }
+}
+
+/// A fenced release in the background: it deletes the record only if it is
+/// still our claim, in progress.
+fn release_later<St: IdempotencyStore>(shared: &Arc<Shared<St>>, c: &Claimant) {
+    let (shared, key, owner) = (Arc::clone(shared), c.key.clone(), c.owner.clone());
+    tokio::spawn(async move { release(&shared.store, &key, &owner, None).await });
+}
+
 /// The invocation's deadline; `None` when absent or zero (tests, some
 /// emulators). A deadline in the past is returned as is.
 fn invocation_deadline(req: &Request) -> Option<SystemTime> {
@@ -310,15 +329,16 @@ async fn complete<St: IdempotencyStore>(
     shared: &Shared<St>,
     c: &Claimant,
     payload: &[u8],
-) -> Result<(), StoreError> {
+) -> Result<(), StoreFailure> {
     let retention = shared.settings.retention;
     let mut attempt = 1;
     let error = loop {
-        match shared
-            .store
-            .complete(&c.key, &c.owner, payload, retention)
-            .await
-        {
+        let attempt_result = bounded(
+            c.deadline,
+            shared.store.complete(&c.key, &c.owner, payload, retention),
+        )
+        .await;
+        match attempt_result {
             Ok(true) => return Ok(()),
             Ok(false) => {
                 tracing::warn!(
@@ -327,13 +347,14 @@ async fn complete<St: IdempotencyStore>(
                 );
                 return Ok(());
             }
-            Err(e) => {
+            Err(failure) => {
                 let pause = Duration::from_millis(25 * u64::from(attempt));
                 // Keep a margin so the response itself still gets out in time.
                 let room = time_left(c.deadline)
                     .is_none_or(|left| left > pause + Duration::from_millis(250));
-                if attempt == COMPLETE_ATTEMPTS || !room {
-                    break e;
+                let deadline_reached = matches!(failure, StoreFailure::Deadline);
+                if attempt == COMPLETE_ATTEMPTS || !room || deadline_reached {
+                    break failure;
                 }
                 tokio::time::sleep(pause).await;
                 attempt += 1;
@@ -349,8 +370,15 @@ async fn complete<St: IdempotencyStore>(
     Err(error)
 }
 
-async fn release<St: IdempotencyStore>(store: &St, key: &StoreKey, owner: &OwnerToken) {
-    if let Err(e) = store.release(key, owner).await {
+/// A fenced release, bounded by `deadline` (if any) as well as by the
+/// store's timeout; a failure is logged (the lease frees the key anyway).
+async fn release<St: IdempotencyStore>(
+    store: &St,
+    key: &StoreKey,
+    owner: &OwnerToken,
+    deadline: Option<SystemTime>,
+) {
+    if let Err(e) = bounded(deadline, store.release(key, owner)).await {
         tracing::warn!(
             key_hash = key.hash(),
             error = %e,

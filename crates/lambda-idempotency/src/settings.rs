@@ -91,6 +91,11 @@ impl Default for Settings {
     }
 }
 
+/// Longest retention accepted from the environment: a year.
+const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// Longest lease accepted from the environment: a day.
+const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// A configuration variable with a value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {var}: {reason}")]
@@ -120,9 +125,17 @@ impl Settings {
         };
         Ok(Self {
             key_prefix,
-            retention: env.secs("IDEMPOTENCY_RETENTION_SECS", defaults.retention)?,
-            lease_cap: env.secs("IDEMPOTENCY_LEASE_CAP_SECS", defaults.lease_cap)?,
-            default_lease: env.secs("IDEMPOTENCY_DEFAULT_LEASE_SECS", defaults.default_lease)?,
+            retention: env.secs(
+                "IDEMPOTENCY_RETENTION_SECS",
+                defaults.retention,
+                MAX_RETENTION,
+            )?,
+            lease_cap: env.secs("IDEMPOTENCY_LEASE_CAP_SECS", defaults.lease_cap, MAX_LEASE)?,
+            default_lease: env.secs(
+                "IDEMPOTENCY_DEFAULT_LEASE_SECS",
+                defaults.default_lease,
+                MAX_LEASE,
+            )?,
             key_required: env.boolean("IDEMPOTENCY_KEY_REQUIRED", defaults.key_required)?,
             methods: env.methods("IDEMPOTENCY_METHODS", defaults.methods.clone())?,
             max_request_bytes: env
@@ -193,8 +206,17 @@ impl Env<'_> {
         }
     }
 
-    fn secs(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
-        Ok(self.positive(var)?.map_or(default, Duration::from_secs))
+    fn secs(
+        &self,
+        var: &'static str,
+        default: Duration,
+        max: Duration,
+    ) -> Result<Duration, ConfigError> {
+        let value = self.positive(var)?.map_or(default, Duration::from_secs);
+        if value > max {
+            return Err(self.error(var, format!("must be at most {} seconds", max.as_secs())));
+        }
+        Ok(value)
     }
 
     pub(crate) fn millis(
@@ -297,6 +319,8 @@ mod tests {
             ("IDEMPOTENCY_METHODS", "PO ST"),
             ("IDEMPOTENCY_KEY_PREFIX", "has space"),
             ("IDEMPOTENCY_MAX_REQUEST_BYTES", "lots"),
+            ("IDEMPOTENCY_RETENTION_SECS", "99999999999999"),
+            ("IDEMPOTENCY_LEASE_CAP_SECS", "86401"),
         ] {
             let err = from(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");

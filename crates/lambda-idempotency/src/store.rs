@@ -37,9 +37,10 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         lease: Duration,
     ) -> impl Future<Output = Result<Option<StoredRecord>, StoreError>> + Send;
 
-    /// If the record's owner is `owner` (in either phase), replaces it with
+    /// If the record is absent (its lease ran out and nobody claimed it
+    /// since) or its owner is `owner` (in either phase), writes
     /// `(Completed, owner, payload)` expiring after `retention`. Returns
-    /// whether it did.
+    /// whether it did. A record of another owner is never touched.
     fn complete(
         &self,
         key: &StoreKey,

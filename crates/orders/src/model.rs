@@ -97,6 +97,11 @@ impl TryFrom<&[u8]> for NewOrder {
         if product.chars().any(char::is_control) {
             return Err(invalid("product must not contain control characters"));
         }
+        if product.chars().any(is_invisible_format) {
+            return Err(invalid(
+                "product must not contain invisible or text-direction characters",
+            ));
+        }
         // Read from the number's text: JSON numbers have no size limit, and
         // a 15,000-digit one is a wrong quantity, not malformed JSON.
         let quantity = members
@@ -165,6 +170,15 @@ fn whole_number(text: &str) -> Option<u16> {
         }
     }
     u16::try_from(value).ok()
+}
+
+/// Characters that change how a name displays without showing: zero-width
+/// spaces and joiners, soft hyphens, direction marks, embeddings and
+/// isolates, the byte-order mark (Unicode format characters in common use).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
 }
 
 fn invalid(message: impl Into<String>) -> OrderInputError {

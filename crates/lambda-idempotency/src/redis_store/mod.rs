@@ -133,6 +133,29 @@ impl RedisOptions {
     }
 }
 
+impl RedisOptions {
+    /// Checks `url` against these options: a `redis://` or `rediss://`
+    /// URL, and TLS when IAM authentication is on (ElastiCache accepts IAM
+    /// tokens only over TLS). The URL is never echoed: it may hold a
+    /// password.
+    pub fn validate_url(&self, url: &str) -> Result<(), ConfigError> {
+        let bad = |var: &'static str, reason: &str| ConfigError {
+            var,
+            reason: reason.to_owned(),
+        };
+        if redis::parse_redis_url(url).is_none() {
+            return Err(bad("REDIS_URL", "not a valid redis:// or rediss:// URL"));
+        }
+        if self.iam.is_some() && !url.starts_with("rediss://") {
+            return Err(bad(
+                "REDIS_IAM_USER",
+                "IAM authentication needs TLS: REDIS_URL must start with rediss://",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `REDIS_IAM_USER` set: IAM authentication, which also needs the cache
 /// name and the region.
 fn iam_from(env: &Env<'_>) -> Result<Option<IamAuth>, ConfigError> {
@@ -194,10 +217,8 @@ impl RedisStore {
             .filter(|u| !u.trim().is_empty())
             .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
         let options = RedisOptions::from_env()?;
+        options.validate_url(&url)?;
         let bad = |var: &'static str, reason: String| ConfigError { var, reason };
-        if redis::parse_redis_url(&url).is_none() {
-            return Err(bad("REDIS_URL", "not a redis:// or rediss:// URL".into()));
-        }
         Self::open(&url, options).map_err(|e| match e {
             ConnectError::CaFile { .. } => bad("REDIS_CA_FILE", e.to_string()),
             ConnectError::Client(_) => bad("REDIS_URL", e.to_string()),

@@ -311,3 +311,29 @@ async fn warming_up_while_redis_is_down_returns_quickly_without_failing() {
         started.elapsed()
     );
 }
+
+#[test]
+fn urls_are_checked_and_iam_needs_tls() {
+    let plain = RedisOptions::default();
+    assert!(plain.validate_url("redis://127.0.0.1:6379").is_ok());
+    assert_eq!(
+        plain.validate_url("http://x:secret@y").unwrap_err().var,
+        "REDIS_URL"
+    );
+    assert!(!plain
+        .validate_url("http://x:secret@y")
+        .unwrap_err()
+        .to_string()
+        .contains("secret"));
+    let iam = options(&[
+        ("REDIS_IAM_USER", "u"),
+        ("REDIS_IAM_CACHE_NAME", "c"),
+        ("AWS_REGION", "r"),
+    ])
+    .unwrap();
+    assert_eq!(
+        iam.validate_url("redis://cache:6379").unwrap_err().var,
+        "REDIS_IAM_USER"
+    );
+    assert!(iam.validate_url("rediss://cache:6379").is_ok());
+}

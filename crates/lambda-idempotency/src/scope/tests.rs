@@ -92,22 +92,60 @@ fn rest_cognito_claims_are_read_as_a_jwt() {
     assert_eq!(scope(&req).as_deref(), Some("jwt:15:https://cognitou1"));
 }
 
+fn iam_caller(arn: &str, cognito: Option<&str>) -> Request {
+    let identity = cognito.map_or(String::new(), |id| {
+        format!(r#","cognitoIdentity":{{"amr":[],"identityId":"{id}","identityPoolId":"p"}}"#)
+    });
+    v2(&format!(
+        r#","authorizer":{{"iam":{{"userArn":"{arn}"{identity}}}}}"#
+    ))
+}
+
 #[test]
-fn an_assumed_role_keeps_its_scope_across_session_names() {
-    let one =
-        v2(r#","authorizer":{"iam":{"userArn":"arn:aws:sts::1:assumed-role/Orders/session-1"}}"#);
-    let two =
-        v2(r#","authorizer":{"iam":{"userArn":"arn:aws:sts::1:assumed-role/Orders/session-2"}}"#);
-    let other =
-        v2(r#","authorizer":{"iam":{"userArn":"arn:aws:sts::1:assumed-role/Billing/session-1"}}"#);
-    assert_eq!(
-        scope(&one).as_deref(),
-        Some("iam:arn:aws:sts::1:assumed-role/Orders")
+fn two_people_behind_one_role_are_two_callers() {
+    // IAM Identity Center: one permission set, the user's name as session.
+    let alice = iam_caller(
+        "arn:aws:sts::1:assumed-role/AWSReservedSSO_Buyers/alice@example.com",
+        None,
     );
-    assert_eq!(scope(&one), scope(&two));
-    assert_ne!(scope(&one), scope(&other));
+    let bob = iam_caller(
+        "arn:aws:sts::1:assumed-role/AWSReservedSSO_Buyers/bob@example.com",
+        None,
+    );
+    assert_ne!(scope(&alice), scope(&bob));
+    // Cognito identity pool: one role, one session name, two identities.
+    let role = "arn:aws:sts::1:assumed-role/Cognito_AuthRole/CognitoIdentityCredentials";
+    assert_ne!(
+        scope(&iam_caller(role, Some("eu-west-1:aaa"))),
+        scope(&iam_caller(role, Some("eu-west-1:bbb")))
+    );
+    // The same person again (same session name) is the same caller.
+    assert_eq!(
+        scope(&alice),
+        scope(&iam_caller(
+            "arn:aws:sts::1:assumed-role/AWSReservedSSO_Buyers/alice@example.com",
+            None
+        ))
+    );
+}
+
+#[test]
+fn iam_role_is_an_opt_in_that_ignores_the_session_name() {
+    let one = iam_caller("arn:aws:sts::1:assumed-role/Orders/session-1", None);
+    let two = iam_caller("arn:aws:sts::1:assumed-role/Orders/session-2", None);
+    let other = iam_caller("arn:aws:sts::1:assumed-role/Billing/session-1", None);
+    assert_ne!(scope(&one), scope(&two), "iam keeps the session name");
+    assert_eq!(
+        with("iam-role", &one).as_deref(),
+        Some("iam-role:arn:aws:sts::1:assumed-role/Orders")
+    );
+    assert_eq!(with("iam-role", &one), with("iam-role", &two));
+    assert_ne!(with("iam-role", &one), with("iam-role", &other));
     let user = v1("", r#""userArn":"arn:aws:iam::1:user/x""#);
-    assert_eq!(scope(&user).as_deref(), Some("iam:arn:aws:iam::1:user/x"));
+    assert_eq!(
+        scope(&user).as_deref(),
+        Some("iam:21:arn:aws:iam::1:user/x")
+    );
 }
 
 #[test]
@@ -126,12 +164,12 @@ fn no_identity_is_refused_unless_anonymous_is_listed() {
 
 #[test]
 fn scope_lists_parse_print_and_refuse_unknown_sources() {
-    let parsed: ApiGatewayScope = "jwt, authorizer:userId ,iam,api-key,anonymous"
+    let parsed: ApiGatewayScope = "jwt, authorizer:userId ,iam,iam-role,api-key,anonymous"
         .parse()
         .unwrap();
     assert_eq!(
         parsed.to_string(),
-        "jwt,authorizer:userId,iam,api-key,anonymous"
+        "jwt,authorizer:userId,iam,iam-role,api-key,anonymous"
     );
     assert!(parsed.allows_anonymous());
     for bad in ["", "cookie", "authorizer:", "jwt,,x"] {

@@ -386,3 +386,36 @@ async fn methods_outside_the_configured_set_pass_straight_through() {
     assert_eq!(seen.calls.load(Ordering::SeqCst), 2);
     assert!(memory.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_still_running_past_its_deadline_keeps_its_lease() {
+    // Lambda Managed Instances do not stop an invocation at its deadline.
+    let (svc, seen) = layered(
+        store(),
+        Settings::default(),
+        Duration::from_secs(20),
+        created,
+    );
+    let with_deadline = |mut req: Request| {
+        let mut context = lambda_http::Context::default();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        context.deadline = (now + Duration::from_secs(1)).as_millis() as u64;
+        req.extensions_mut().insert(context);
+        req
+    };
+    let first = tokio::spawn({
+        let svc = svc.clone();
+        let req = with_deadline(keyed("late"));
+        async move { send(&svc, req).await }
+    });
+    // Paused time moves tokio's clock only; the deadline's wall clock stays
+    // put, so the lease is "deadline + grace" = 3 s on each renewal.
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(send(&svc, keyed("late")).await.status(), 409);
+    }
+    assert_eq!(first.await.unwrap().status(), 201);
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
+}
