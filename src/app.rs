@@ -18,7 +18,9 @@ use lambda_idempotency::{
     route_path, ConnectError, DefaultStoreRule, ExecutionId, Idempotency, IdempotencyLayer,
     RedisConnection, RedisStore, StoreRule,
 };
-use orders::{get_order, CreateOrder, OrderId, OrderRepo, Problem, Rejected};
+use lambda_idempotency::{ApiGatewayScope, CallerScope};
+use orders::{get_order, CreateOrder, OrderId, OrderRepo, Owner, Problem, Rejected};
+use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::problems::{self, INTERNAL_ERROR, METHOD_NOT_ALLOWED, ROUTE_NOT_FOUND};
@@ -33,6 +35,7 @@ pub struct App {
     create: Idempotency<Create, RedisStore>,
     repo: OrderRepo<RedisConnection>,
     store: RedisStore,
+    scope: Arc<ApiGatewayScope>,
     problem_base: Arc<str>,
 }
 
@@ -94,6 +97,7 @@ impl App {
             create: layer.layer(create),
             repo,
             store,
+            scope: Arc::new(config.scope.clone()),
             problem_base: Arc::from(problem_base),
         }
     }
@@ -112,6 +116,20 @@ impl App {
         self.store.warm_up().await;
     }
 
+    /// Whose orders a request may create and read: the caller's scope (the
+    /// one its idempotency keys live under), hashed so that no identity is
+    /// stored with the order.
+    fn owner(&self, req: &Request) -> Option<Owner> {
+        let scope = self.scope.scope(req)?;
+        let digest = Sha256::digest(scope.as_bytes());
+        Some(Owner::new(
+            digest
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        ))
+    }
+
     /// The prefix of every problem `type` URI (`PROBLEM_TYPE_BASE`).
     pub fn problem_base(&self) -> &str {
         &self.problem_base
@@ -122,6 +140,10 @@ impl App {
         let base = &*self.problem_base;
         match route(&route_path(&req)) {
             Route::Orders if req.method() == Method::POST => {
+                let mut req = req;
+                if let Some(owner) = self.owner(&req) {
+                    req.extensions_mut().insert(owner);
+                }
                 match self.create.clone().oneshot(req).await {
                     Ok(response) => response,
                     // The layer turns every failure into a response; this
@@ -134,7 +156,7 @@ impl App {
             }
             Route::Orders => method_not_allowed("POST", base),
             Route::Order(id) if req.method() == Method::GET => {
-                get_order(&self.repo, &id, base).await
+                get_order(&self.repo, &id, self.owner(&req).as_ref(), base).await
             }
             Route::Order(_) => method_not_allowed("GET", base),
             Route::ProblemType(slug) if req.method() == Method::GET => {

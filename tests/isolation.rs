@@ -243,3 +243,30 @@ async fn a_stage_named_like_the_route_still_routes_to_the_route() {
     }
     assert_eq!(redis.orders(), 2);
 }
+
+#[tokio::test]
+async fn an_order_is_shown_only_to_the_caller_who_created_it() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let jwt = |sub: &str| json!({ "jwt": { "claims": { "iss": "https://i.example", "sub": sub }, "scopes": [] } });
+    let (status, created) = invoke(&app, &v2("k-owner", Some(jwt("alice")))).await;
+    assert_eq!(status, 201);
+    let id = order_id(&created);
+    let read = |who: Option<Value>| {
+        let mut event = fixture("get_order_unknown.json");
+        let path = format!("/orders/{id}");
+        event["rawPath"] = path.clone().into();
+        event["requestContext"]["http"]["path"] = path.into();
+        if let Some(authorizer) = who {
+            event["requestContext"]["authorizer"] = authorizer;
+        }
+        event
+    };
+    let (mine, order) = invoke(&app, &read(Some(jwt("alice")))).await;
+    assert_eq!(mine, 200);
+    assert_eq!(order["body"], created["body"]["order"]);
+    let (theirs, refused) = invoke(&app, &read(Some(jwt("bob")))).await;
+    assert_eq!(theirs, 404, "another caller is told nothing: {refused}");
+    let (anonymous, _) = invoke(&app, &read(None)).await;
+    assert_eq!(anonymous, 404);
+}

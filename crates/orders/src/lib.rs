@@ -46,6 +46,19 @@ impl OrderId {
     }
 }
 
+/// Request extension: who is asking, as an opaque string (a hash of the
+/// caller's identity, say). An order remembers its creator's `Owner`, and
+/// is shown only to the same `Owner`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner(String);
+
+impl Owner {
+    /// The owner named `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+}
+
 /// Response extension: the request was refused before anything was
 /// written, so repeating it (corrected) is safe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -236,15 +249,23 @@ where
         .get::<OrderId>()
         .map_or_else(uuid::Uuid::now_v7, |id| id.0);
     let order = Order::new(id.to_string(), new.clone());
-    match repo.insert_once(&order).await? {
+    let owner = req.extensions().get::<Owner>().map(|o| o.0.as_str());
+    match repo.insert_once(&order, owner).await? {
         None => Ok(created(&order)),
         Some(existing) if existing.matches(&new) => Ok(created(&existing)),
         Some(_) => Err(OrderError::Conflict),
     }
 }
 
-/// Handles `GET /orders/{id}`: `200` with the order, or `404`.
-pub async fn get_order<C>(repo: &OrderRepo<C>, id: &str, type_base: &str) -> Response<Body>
+/// Handles `GET /orders/{id}` for `asker`: `200` with the order, or `404`
+/// when there is none, or it belongs to someone else (not `403`: that
+/// would tell a stranger the order exists).
+pub async fn get_order<C>(
+    repo: &OrderRepo<C>,
+    id: &str,
+    asker: Option<&Owner>,
+    type_base: &str,
+) -> Response<Body>
 where
     C: ConnectionLike + Clone + Send + Sync + 'static,
 {
@@ -253,8 +274,10 @@ where
         return OrderError::NotFound.into_response(type_base);
     }
     match repo.get(id).await {
-        Ok(Some(order)) => json_response(StatusCode::OK, &json!(order)),
-        Ok(None) => OrderError::NotFound.into_response(type_base),
+        Ok(Some((order, owner))) if owner.as_deref() == asker.map(|a| a.0.as_str()) => {
+            json_response(StatusCode::OK, &json!(order))
+        }
+        Ok(_) => OrderError::NotFound.into_response(type_base),
         Err(e) => OrderError::Store(e).into_response(type_base),
     }
 }

@@ -11,7 +11,18 @@ use redis::aio::ConnectionLike;
 use redis::AsyncCommands;
 use thiserror::Error;
 
+use serde::{Deserialize, Serialize};
+
 use crate::model::Order;
+
+/// An order as stored: what clients see, plus whose it is (never shown).
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    order: Order,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    owner: Option<String>,
+}
 
 /// A failure reading or writing orders.
 #[derive(Debug, Error)]
@@ -61,11 +72,19 @@ where
         }
     }
 
-    /// Stores `order` unless an order with its id exists; returns that
-    /// existing order, or `None` when `order` was written. One `SET … NX`
-    /// round trip, plus a `GET` when the id was taken.
-    pub async fn insert_once(&self, order: &Order) -> Result<Option<Order>, RepoError> {
-        let json = serde_json::to_string(order)?;
+    /// Stores `order`, belonging to `owner`, unless an order with its id
+    /// exists; returns that existing order, or `None` when `order` was
+    /// written. One `SET … NX` round trip, plus a `GET` when the id was
+    /// taken.
+    pub async fn insert_once(
+        &self,
+        order: &Order,
+        owner: Option<&str>,
+    ) -> Result<Option<Order>, RepoError> {
+        let json = serde_json::to_string(&Stored {
+            order: order.clone(),
+            owner: owner.map(str::to_owned),
+        })?;
         let key = order_key(&order.id);
         let mut conn = self.conn.clone();
         let options = redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX);
@@ -75,15 +94,16 @@ where
         }
         // Taken, by an earlier attempt at this request.
         match self.get(&order.id).await? {
-            Some(existing) => Ok(Some(existing)),
+            Some((existing, _)) => Ok(Some(existing)),
             None => Err(RepoError::Vanished),
         }
     }
 
-    /// Loads the order with `id`, if any (one `GET`).
-    pub async fn get(&self, id: &str) -> Result<Option<Order>, RepoError> {
+    /// Loads the order with `id` and its owner, if any (one `GET`).
+    pub async fn get(&self, id: &str) -> Result<Option<(Order, Option<String>)>, RepoError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = self.bounded(conn.get(order_key(id))).await?;
-        Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+        let stored: Option<Stored> = json.map(|j| serde_json::from_str(&j)).transpose()?;
+        Ok(stored.map(|s| (s.order, s.owner)))
     }
 }
