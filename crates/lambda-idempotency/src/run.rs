@@ -91,20 +91,27 @@ impl<St: IdempotencyStore> Lease<'_, St> {
     /// Renews the lease every third of its length, fenced by the owner
     /// token. Not needed when the lease already outlives the invocation
     /// (Lambda kills it at its deadline): then it only waits.
+    ///
+    /// A failed renewal is retried at once (after [`MIN_HEARTBEAT`]), not a
+    /// third of a lease later: it may have taken a whole `REDIS_TIMEOUT_MS`
+    /// to fail, and a lease only has to be twice that long.
     async fn heartbeat(&self) -> Infallible {
         if self.covers_the_deadline() {
             return std::future::pending().await;
         }
+        let mut failed = false;
         loop {
             let lease = self.settings.lease_for(time_left(self.deadline));
-            tokio::time::sleep((lease / 3).max(MIN_HEARTBEAT)).await;
+            let pause = if failed { MIN_HEARTBEAT } else { lease / 3 };
+            tokio::time::sleep(pause.max(MIN_HEARTBEAT)).await;
             let lease = self.settings.lease_for(time_left(self.deadline));
             let payload = in_progress_payload(self.fingerprint, now_ms() + millis(lease));
-            match self
+            let renewed = self
                 .store
                 .renew(self.key, self.owner, &payload, lease)
-                .await
-            {
+                .await;
+            failed = renewed.is_err();
+            match renewed {
                 Ok(true) => tracing::debug!(key_hash = self.key.hash(), "lease renewed"),
                 Ok(false) => {
                     tracing::error!(
@@ -117,7 +124,7 @@ impl<St: IdempotencyStore> Lease<'_, St> {
                 Err(e) => tracing::warn!(
                     key_hash = self.key.hash(),
                     error = %e,
-                    "could not renew the idempotency lease; retrying at the next beat"
+                    "could not renew the idempotency lease; retrying at once"
                 ),
             }
         }
