@@ -1201,11 +1201,17 @@ fn assert_one_order_and_one_answer(world: &World) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_reply_to_the_order_write_never_creates_a_second_order() {
     let world = World::new(Lease::Deadline);
+    // The write is applied and its reply lost; the retry on the new
+    // connection is dropped too, so the handler answers 503.
     let write = Step {
         label: "order write".into(),
         occurrence: 1,
     };
     world.a.proxy.inject(write.at(), Fault::LoseReply);
+    world
+        .a
+        .proxy
+        .inject(write.at().occurrence(2), Fault::DropBeforeForward);
 
     let first = once(&world.a, &world.ask, &world.answers).await;
     assert_eq!(first.as_ref().map(|a| a.status), Some(503), "{first:?}");
