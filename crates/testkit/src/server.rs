@@ -197,7 +197,14 @@ impl RedisServer {
     /// Starts a server replicating `primary`, and waits until its link is up
     /// and it holds the primary's data.
     pub fn replica_of(primary: &RedisServer) -> Self {
-        let port = primary.port.to_string();
+        Self::replica_of_port(primary.port)
+    }
+
+    /// Like [`RedisServer::replica_of`], replicating whatever listens on
+    /// `port` of 127.0.0.1: a primary, or a proxy in front of one (to hold
+    /// or cut the replication link).
+    pub fn replica_of_port(port: u16) -> Self {
+        let port = port.to_string();
         let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]);
         let started = Instant::now();
         while !replica
