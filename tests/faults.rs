@@ -47,17 +47,14 @@
 //! it, and prints what each client got. The named tests after the simulation pin single faults found or
 //! guarded against, each at the level where the fault is real.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use idempotent_orders::{App, Config};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
-use testkit::fault_proxy::{Arrivals, At, Command, Fault, FaultProxy, Rule};
+use testkit::fault_proxy::{Arrivals, At, Command, Fault, FaultProxy, Freezer, Rule};
 use testkit::fixtures::context_with_deadline_in;
 use testkit::harness::{function_env, lookup, v2_event};
 use testkit::proxy::socket_addr;
@@ -244,48 +241,11 @@ impl Answer {
     }
 }
 
-/// Pauses a future from outside, as a frozen process: while paused it is
-/// not polled, so its timers only fire once it is thawed.
-#[derive(Clone, Default)]
-struct Pause(Arc<(AtomicBool, Mutex<Option<Waker>>)>);
-
-impl Pause {
-    fn freeze(&self) {
-        self.0 .0.store(true, Ordering::SeqCst);
-    }
-
-    fn thaw(&self) {
-        self.0 .0.store(false, Ordering::SeqCst);
-        if let Some(waker) = self.0 .1.lock().unwrap().take() {
-            waker.wake();
-        }
-    }
-}
-
-struct Pausable<F> {
-    inner: Pin<Box<F>>,
-    pause: Pause,
-}
-
-impl<F: Future> Future for Pausable<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<F::Output> {
-        if self.pause.0 .0.load(Ordering::SeqCst) {
-            *self.pause.0 .1.lock().unwrap() = Some(cx.waker().clone());
-            if self.pause.0 .0.load(Ordering::SeqCst) {
-                return Poll::Pending;
-            }
-        }
-        self.inner.as_mut().poll(cx)
-    }
-}
-
 /// One invocation in flight: cut off at its deadline (Lambda kills it),
 /// freezable, abortable (killed).
 struct Attempt {
     via: String,
-    pause: Pause,
+    pause: Freezer,
     handle: JoinHandle<Option<Response<Body>>>,
 }
 
@@ -294,11 +254,8 @@ impl Attempt {
         let deadline = instance.lease.deadline();
         let request = ask.request(deadline);
         let app = instance.app();
-        let pause = Pause::default();
-        let run = Pausable {
-            inner: Box::pin(async move { app.handle(request).await }),
-            pause: pause.clone(),
-        };
+        let pause = Freezer::default();
+        let run = pause.wrap(async move { app.handle(request).await });
         let handle = tokio::spawn(async move { tokio::time::timeout(deadline, run).await.ok() });
         Self {
             via: instance.name.clone(),
