@@ -420,7 +420,12 @@ impl IdempotencyStore for RedisStore {
         let value = encode(Phase::InProgress, owner, payload);
         let (reply, acked) = self.claim_value(key, &value, millis(lease)).await?;
         let existing = decode(reply)?;
-        if existing.is_none() {
+        // Our own claim comes back when the first reply was lost and the
+        // call retried: it is just as unacknowledged as a fresh one.
+        let ours = existing
+            .as_ref()
+            .is_none_or(|r| r.phase == Phase::InProgress && r.owner == *owner);
+        if ours {
             if let Err(not_replicated) = self.check_replicas(acked) {
                 // Ours but not durable: give it back rather than act on it.
                 let _ = self.release(key, owner).await;
