@@ -453,9 +453,12 @@ impl IdempotencyStore for RedisStore {
         }
         let (reply, acked) = self.with_wait(Self::eval(COMPLETE, key, &args)).await?;
         let written = i64::from_redis_value(reply).map_err(StoreError::backend)? == 1;
-        if written {
-            self.check_replicas(acked)?;
-        }
+        // Taken over: this instance's own writes (the handler's) may still
+        // be on the primary only, and WAIT on a connection that wrote
+        // nothing since a reconnect proves nothing. Confirm nothing, so no
+        // answer is sent that a failover could undo; a retry replays the
+        // new owner's.
+        self.check_replicas(if written { acked } else { 0 })?;
         Ok(written)
     }
 
