@@ -9,8 +9,9 @@
 //!
 //! - A held replication link (the replica frozen) gives `503`, and nothing
 //!   runs or stays claimed, even when the claim's first reply was lost.
-//! - An instance whose completion finds the key taken over does not answer
-//!   a `201` that no replica acknowledged.
+//! - An instance whose completion finds the key taken over, or cannot be
+//!   confirmed in time, does not answer a `201` that no replica
+//!   acknowledged.
 //! - A failover after an acknowledged `201` keeps the replay byte for byte.
 //! - With `REDIS_MIN_REPLICAS=0` a failover onto a lagging replica loses
 //!   what it never received: the limit, shown exactly.
@@ -226,6 +227,49 @@ async fn with_one_replica_required_an_instance_fenced_out_at_completion_never_an
         replica.orders(),
         0,
         "what a failover loses was never answered"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_replica_required_a_completion_that_times_out_never_answers_an_unacknowledged_201()
+{
+    let mut primary = RedisServer::start();
+    let link = TcpProxy::start(socket_addr(&primary.url()));
+    let replica = RedisServer::replica_of_port(link.port());
+    let proxy = FaultProxy::start(socket_addr(&primary.url()));
+    let app = app(&proxy.url(), "1", |_| {});
+    let is_write = |c: &testkit::fault_proxy::Command| {
+        c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:"))
+    };
+    let is_completion = |c: &testkit::fault_proxy::Command| {
+        c.name() == "EVAL" && c.arg(5).is_some_and(|v| v.starts_with(b"c"))
+    };
+    // The claim is acknowledged; then the replica falls behind before the
+    // order is written, and every completion's answer comes too late.
+    let mut writes = proxy.hold_at(At::matching(is_write));
+    proxy.inject(
+        At::matching(is_completion),
+        Fault::DelayReply(Duration::from_secs(3)),
+    );
+    let run = tokio::spawn({
+        let app = app.clone();
+        async move { app.handle(order("k-late")).await }
+    });
+    writes
+        .wait(Duration::from_secs(3))
+        .await
+        .expect("the order write");
+    link.set_delay(Duration::MAX);
+    proxy.release();
+    let answer = run.await.expect("the request");
+
+    assert_ne!(answer.status(), 201, "a 201 no replica has");
+    drop(link);
+    fail_over(&mut primary, &replica, &proxy);
+    assert_eq!(
+        replica.orders(),
+        0,
+        "what the failover lost was never answered"
     );
 }
 
