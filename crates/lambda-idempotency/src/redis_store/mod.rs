@@ -451,7 +451,18 @@ impl IdempotencyStore for RedisStore {
                 .await?
                 == 1);
         }
-        let (reply, acked) = self.with_wait(Self::eval(COMPLETE, key, &args)).await?;
+        let (reply, acked) = match self.with_wait(Self::eval(COMPLETE, key, &args)).await {
+            Ok(answer) => answer,
+            // Not confirmed is not acknowledged: the handler's writes may be
+            // on the primary only, so the layer must not answer with them.
+            Err(e) => {
+                tracing::warn!(error = %e, "the completion could not be confirmed by WAIT");
+                return Err(StoreError::NotReplicated {
+                    acked: 0,
+                    wanted: self.options.min_replicas,
+                });
+            }
+        };
         let written = i64::from_redis_value(reply).map_err(StoreError::backend)? == 1;
         // Taken over: this instance's own writes (the handler's) may still
         // be on the primary only, and WAIT on a connection that wrote
