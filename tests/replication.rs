@@ -11,7 +11,7 @@
 //!   runs or stays claimed, even when the claim's first reply was lost.
 //! - An instance whose completion finds the key taken over, or cannot be
 //!   confirmed in time, does not answer a `201` that no replica
-//!   acknowledged.
+//!   acknowledged; nor does a retry replay such a record.
 //! - A failover after an acknowledged `201` keeps the replay byte for byte.
 //! - With `REDIS_MIN_REPLICAS=0` a failover onto a lagging replica loses
 //!   what it never received: the limit, shown exactly.
@@ -271,6 +271,48 @@ async fn with_one_replica_required_a_completion_that_times_out_never_answers_an_
         0,
         "what the failover lost was never answered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_replica_required_a_record_no_replica_acknowledged_is_not_replayed() {
+    let mut primary = RedisServer::start();
+    let link = TcpProxy::start(socket_addr(&primary.url()));
+    let replica = RedisServer::replica_of_port(link.port());
+    let proxy = FaultProxy::start(socket_addr(&primary.url()));
+    let app = app(&proxy.url(), "1", |_| {});
+    let is_write = |c: &testkit::fault_proxy::Command| {
+        c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:"))
+    };
+    // The replica falls behind after the claim: the order and the completed
+    // record stay on the primary, and the first answer is 503.
+    let mut writes = proxy.hold_at(At::matching(is_write));
+    let run = tokio::spawn({
+        let app = app.clone();
+        async move { app.handle(order("k-unacked")).await }
+    });
+    writes
+        .wait(Duration::from_secs(3))
+        .await
+        .expect("the order write");
+    link.set_delay(Duration::MAX);
+    proxy.release();
+    let first = run.await.expect("the request");
+    assert_eq!(first.status(), 503, "{:?}", first.body());
+    assert_eq!(
+        primary.count("idempotency:*"),
+        1,
+        "the record is on the primary"
+    );
+
+    // The retry finds that record: replaying it would answer what a
+    // failover is about to undo.
+    let retry = app.handle(order("k-unacked")).await;
+    assert_ne!(retry.status(), 201, "a replay no replica has");
+    drop(link);
+    fail_over(&mut primary, &replica, &proxy);
+    let after = app.handle(order("k-unacked")).await;
+    assert_eq!(after.status(), 201, "{:?}", after.body());
+    assert!(!replayed(&after), "the record was lost with the primary");
 }
 
 /// An instance of the function, run to the moment it sends its order write,
