@@ -43,8 +43,9 @@
 //!     --test faults -- --nocapture --test-threads=1
 //! ```
 //!
-//! `FAULT_ONLY=<text>` runs only the schedules whose description contains
-//! it, and prints what each client got. The named tests after the simulation pin single faults found or
+//! Every schedule is printed with what the clients got (`--nocapture` to
+//! see them); `FAULT_ONLY=<text>` runs only the schedules whose description
+//! contains it. The named tests after the simulation pin single faults found or
 //! guarded against, each at the level where the fault is real.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -237,7 +238,9 @@ impl Answer {
 
     fn brief(&self) -> String {
         let replay = if self.replayed() { " replay" } else { "" };
-        format!("{}:{}{} {}", self.via, self.status, replay, self.problem())
+        let problem = self.problem();
+        let gap = if problem.is_empty() { "" } else { " " };
+        format!("{}:{}{replay}{gap}{problem}", self.via, self.status)
     }
 }
 
@@ -600,32 +603,50 @@ impl World {
                 Ok(self.ask.clone())
             }
             Scenario::Replay => {
-                let first = Attempt::start(&self.c, &self.ask).answer().await;
-                self.answers.push(&self.ask, &first);
-                match first {
-                    Some(a) if a.status == 201 => Ok(self.ask.clone()),
-                    other => Err(format!(
-                        "set-up order failed: {:?}",
-                        other.map(|a| a.brief())
-                    )),
+                // Set-up, not under test: retried until it succeeds.
+                let first = retry_until_final(
+                    vec![Arc::clone(&self.c)],
+                    self.ask.clone(),
+                    None,
+                    self.answers.clone(),
+                )
+                .await?;
+                match first.status {
+                    201 => Ok(self.ask.clone()),
+                    _ => Err(format!("set-up order failed: {}", first.brief())),
                 }
             }
             Scenario::Rerun => {
-                // The first attempt dies just before its completion.
+                // The first attempt dies just before its completion (set-up:
+                // an attempt that fails earlier, under load, is repeated).
                 let step = Step {
                     label: "complete".into(),
                     occurrence: 1,
                 };
                 let (rule, mut arrivals) = Kind::KillBefore.rule(&step, self.c.lease).notify();
                 self.c.proxy.add(rule);
-                let mut first = Attempt::start(&self.c, &self.ask);
-                match first.until(&mut arrivals).await {
-                    Ok(_) => {
-                        first.kill();
-                        self.c.proxy.release();
-                        self.c.restart();
+                let mut tries = 0;
+                loop {
+                    let mut first = Attempt::start(&self.c, &self.ask);
+                    match first.until(&mut arrivals).await {
+                        Ok(_) => {
+                            first.kill();
+                            self.c.proxy.release();
+                            self.c.restart();
+                            break;
+                        }
+                        Err(answer) if tries < 5 => {
+                            self.answers.push(&self.ask, &answer);
+                            tries += 1;
+                            tokio::time::sleep(backoff(&answer)).await;
+                        }
+                        Err(answer) => {
+                            return Err(format!(
+                                "set-up crash missed: {:?}",
+                                answer.map(|a| a.brief())
+                            ))
+                        }
                     }
-                    Err(answer) => return Err(format!("set-up crash missed: {answer:?}")),
                 }
                 self.wait_out_leases().await;
                 Ok(self.ask.clone())
@@ -772,9 +793,20 @@ fn check(world: &World) -> Result<String, String> {
             }
         }
     }
-    let trail = answers
+    // Runs of the same answer are counted: `b:409 request-in-progress ×12`.
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for (_, answer) in &answers {
+        match runs.last_mut() {
+            Some((last, n)) if *last == answer.brief() => *n += 1,
+            _ => runs.push((answer.brief(), 1)),
+        }
+    }
+    let trail = runs
         .iter()
-        .map(|(_, a)| a.brief())
+        .map(|(brief, n)| match n {
+            1 => brief.clone(),
+            n => format!("{brief} ×{n}"),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     if problems.is_empty() {
@@ -901,8 +933,9 @@ async fn run(schedule: Schedule) -> Result<String, String> {
     let everyone = vec![Arc::clone(&world.c), Arc::clone(&b), Arc::clone(&a)];
     let mut clients = background;
     if schedule.scenario == Scenario::Refused {
+        // 422 when a racing fixed request completed first.
         match a_answer.as_ref().filter(|a| a.is_final()) {
-            Some(answer) if answer.status != 415 => {
+            Some(answer) if !matches!(answer.status, 415 | 422) => {
                 return Err(format!("the refused request got {}", answer.brief()))
             }
             Some(_) => {}
@@ -1082,8 +1115,9 @@ async fn run_all(schedules: Vec<Schedule>) -> (usize, Vec<String>) {
     let count = runs.len();
     for run in runs {
         let (description, outcome) = run.await.expect("a schedule panicked");
-        if std::env::var_os("FAULT_ONLY").is_some() {
-            println!("{description}\n  {outcome:?}");
+        match &outcome {
+            Ok(trail) => println!("ok   {description}: {trail}"),
+            Err(_) => println!("FAIL {description}"),
         }
         if let Err(problem) = outcome {
             failures.push(format!("{description}\n  {problem}"));
