@@ -339,17 +339,25 @@ async fn retry_until_final(
     }
     let started = Instant::now();
     let mut last = after;
+    let mut got = Vec::new();
     for turn in 0.. {
         tokio::time::sleep(backoff(&last)).await;
         if started.elapsed() > CLIENT_BUDGET {
             return Err(format!(
-                "no final answer within {CLIENT_BUDGET:?}; last {:?}",
-                last.map(|a| a.brief())
+                "no final answer within {CLIENT_BUDGET:?}: {}",
+                got.join(", ")
             ));
         }
         let instance = &via[turn % via.len()];
+        let sent = started.elapsed();
         let answer = Attempt::start(instance, &ask).answer().await;
         answers.push(&ask, &answer);
+        got.push(format!(
+            "{} at {sent:.1?}",
+            answer
+                .as_ref()
+                .map_or("no answer".to_owned(), Answer::brief)
+        ));
         if let Some(done) = answer.as_ref().filter(|a| a.is_final()) {
             return Ok(done.clone());
         }
@@ -976,11 +984,17 @@ async fn run(schedule: Schedule) -> Result<String, String> {
     a.proxy.release();
     b.proxy.release();
     world.wait_out_leases().await;
-    let late = once(&world.c, &world.ask, &answers).await;
-    if late.as_ref().map(|a| a.status) != Some(201) {
+    let late = retry_until_final(
+        vec![Arc::clone(&world.c)],
+        world.ask.clone(),
+        None,
+        answers.clone(),
+    )
+    .await?;
+    if late.status != 201 {
         return Err(format!(
-            "a retry after every lease ended got {:?}",
-            late.map(|a| a.brief())
+            "a retry after every lease ended got {}",
+            late.brief()
         ));
     }
     check(&world)
