@@ -239,7 +239,7 @@ impl Answer {
         !matches!(self.status, 409 | 503 | 500)
     }
 
-    fn brief(&self) -> String {
+    fn summary(&self) -> String {
         let replay = if self.replayed() { " replay" } else { "" };
         let problem = self.problem();
         let gap = if problem.is_empty() { "" } else { " " };
@@ -359,7 +359,7 @@ async fn retry_until_final(
             "{} at {sent:.1?}",
             answer
                 .as_ref()
-                .map_or("no answer".to_owned(), Answer::brief)
+                .map_or("no answer".to_owned(), Answer::summary)
         ));
         if let Some(done) = answer.as_ref().filter(|a| a.is_final()) {
             return Ok(done.clone());
@@ -624,7 +624,7 @@ impl World {
                 .await?;
                 match first.status {
                     201 => Ok(self.ask.clone()),
-                    _ => Err(format!("set-up order failed: {}", first.brief())),
+                    _ => Err(format!("set-up order failed: {}", first.summary())),
                 }
             }
             Scenario::Rerun => {
@@ -654,7 +654,7 @@ impl World {
                         Err(answer) => {
                             return Err(format!(
                                 "set-up crash missed: {:?}",
-                                answer.map(|a| a.brief())
+                                answer.map(|a| a.summary())
                             ))
                         }
                     }
@@ -782,7 +782,7 @@ fn check(world: &World) -> Result<String, String> {
         if !allowed.contains(&answer.status) {
             problems.push(format!(
                 "unexpected answer {} to {}",
-                answer.brief(),
+                answer.summary(),
                 ask.content_type
             ));
         }
@@ -829,15 +829,15 @@ fn check(world: &World) -> Result<String, String> {
     let mut runs: Vec<(String, usize)> = Vec::new();
     for (_, answer) in &answers {
         match runs.last_mut() {
-            Some((last, n)) if *last == answer.brief() => *n += 1,
-            _ => runs.push((answer.brief(), 1)),
+            Some((last, n)) if *last == answer.summary() => *n += 1,
+            _ => runs.push((answer.summary(), 1)),
         }
     }
     let trail = runs
         .iter()
-        .map(|(brief, n)| match n {
-            1 => brief.clone(),
-            n => format!("{brief} ×{n}"),
+        .map(|(summary, n)| match n {
+            1 => summary.clone(),
+            n => format!("{summary} ×{n}"),
         })
         .collect::<Vec<_>>()
         .join(", ");
@@ -962,7 +962,7 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
     if alone && dropped && !a_answer.as_ref().is_some_and(Answer::is_final) {
         return Err(format!(
             "one dropped connection was not absorbed: {:?}",
-            a_answer.map(|a| a.brief())
+            a_answer.map(|a| a.summary())
         ));
     }
     if schedule.race.is_some() && racer.is_none() && background.is_empty() {
@@ -974,7 +974,7 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
         // 422 when a racing fixed request completed first.
         match a_answer.as_ref().filter(|a| a.is_final()) {
             Some(answer) if !matches!(answer.status, 415 | 422) => {
-                return Err(format!("the refused request got {}", answer.brief()))
+                return Err(format!("the refused request got {}", answer.summary()))
             }
             Some(_) => {}
             None => clients.push(tokio::spawn(retry_until_final(
@@ -1024,7 +1024,7 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
     if late.status != 201 {
         return Err(format!(
             "a retry after every lease ended got {}",
-            late.brief()
+            late.summary()
         ));
     }
     check(world)
@@ -1283,7 +1283,7 @@ async fn a_dropped_connection_at_the_order_write_is_retried_once_not_answered_50
             answer.as_ref().map(|a| a.status),
             Some(201),
             "{fault:?} at the order write: {:?}",
-            answer.map(|a| a.brief())
+            answer.map(|a| a.summary())
         );
     }
 }
@@ -1356,7 +1356,12 @@ async fn a_refused_content_type_is_not_stored_and_the_fixed_retry_runs() {
     .await
     .expect("a final answer");
 
-    let trail: Vec<String> = world.answers.all().iter().map(|(_, a)| a.brief()).collect();
+    let trail: Vec<String> = world
+        .answers
+        .all()
+        .iter()
+        .map(|(_, a)| a.summary())
+        .collect();
     assert_eq!(fixed.status, 201, "{trail:?}");
     assert_one_order_and_one_answer(&world);
 }
@@ -1383,7 +1388,7 @@ async fn duplicate_json_members_never_get_a_wrong_replay() {
     let again = once(&world.b, &duplicated, &world.answers)
         .await
         .expect("an answer");
-    assert!(!again.replayed(), "{}", again.brief());
+    assert!(!again.replayed(), "{}", again.summary());
     assert_eq!(again.status, 422);
     assert_eq!(again.problem(), "idempotency-key-reused");
     assert_eq!(world.orders().len(), 1);
