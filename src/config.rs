@@ -49,6 +49,14 @@ impl Config {
         // Checked here so a typo fails at start-up, not on the first request.
         // The value itself is not echoed: it may carry a password.
         redis.validate_url(&redis_url)?;
+        if redis.min_replicas > 0 && redis.cluster {
+            // The completion's WAIT runs on the record's shard; the order
+            // may live on another, which it would not cover.
+            return Err(error(
+                "REDIS_MIN_REPLICAS",
+                "is not supported with REDIS_CLUSTER: an order may live on another shard than its record",
+            ));
+        }
         let mut settings = Settings::from_lookup(&lookup)?;
         if !settings.methods.contains(&Method::POST) {
             return Err(error(
@@ -161,7 +169,6 @@ mod tests {
             ("REDIS_TIMEOUT_MS", "250"),
             ("REDIS_CA_FILE", "/etc/ca.pem"),
             ("REDIS_CLUSTER", "true"),
-            ("REDIS_MIN_REPLICAS", "1"),
             ("IDEMPOTENCY_SCOPE", "jwt,anonymous"),
             ("IDEMPOTENCY_LEASE_CAP_SECS", "30"),
             ("IDEMPOTENCY_MAX_REQUEST_BYTES", "1000"),
@@ -176,7 +183,6 @@ mod tests {
             Some("/etc/ca.pem".as_ref())
         );
         assert!(config.redis.cluster);
-        assert_eq!(config.redis.min_replicas, 1);
         assert!(config.scope.allows_anonymous());
         assert_eq!(config.settings.lease_cap, Duration::from_secs(30));
         assert_eq!(config.settings.max_request_bytes, 1000);
@@ -207,6 +213,19 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.var, "IDEMPOTENCY_LEASE_CAP_SECS");
         assert!(from(&[("IDEMPOTENCY_LEASE_CAP_SECS", "3")]).is_ok());
+    }
+
+    #[test]
+    fn replicas_are_read_and_refused_with_cluster_mode() {
+        assert_eq!(
+            from(&[("REDIS_MIN_REPLICAS", "1")])
+                .unwrap()
+                .redis
+                .min_replicas,
+            1
+        );
+        let err = from(&[("REDIS_MIN_REPLICAS", "1"), ("REDIS_CLUSTER", "true")]).unwrap_err();
+        assert_eq!(err.var, "REDIS_MIN_REPLICAS");
     }
 
     #[test]

@@ -28,6 +28,12 @@ pub(crate) enum NextAction {
 /// but its reply was lost (a dropped connection, retried once): the claim is
 /// ours, so we execute.
 ///
+/// A different request (another fingerprint) is refused with `422` only
+/// once the record is completed. While the record is in progress the key
+/// is not bound yet: that attempt may still be refused and released, or die
+/// and let its lease run out, and then the other request runs. Until then
+/// it gets `409` like any request that finds the key busy.
+///
 /// `Retry-After` for a request in progress is a short hint, `retry_hint`,
 /// never past the lease's end: the first request usually takes
 /// milliseconds, and a client that obeys a whole lease would wait seconds
@@ -42,13 +48,12 @@ pub(crate) fn decide(
     let Some(record) = existing else {
         return NextAction::Execute;
     };
-    if record.fingerprint != *fingerprint {
-        return NextAction::Mismatch;
-    }
+    let same = record.fingerprint == *fingerprint;
     // By value: a replay moves the stored body instead of copying it.
     match record.state {
-        RecordState::Completed(response) => NextAction::Replay(response),
-        RecordState::InProgress { .. } if record.owner == *owner => NextAction::Execute,
+        RecordState::Completed(response) if same => NextAction::Replay(response),
+        RecordState::Completed(_) => NextAction::Mismatch,
+        RecordState::InProgress { .. } if same && record.owner == *owner => NextAction::Execute,
         RecordState::InProgress { lease_end_ms } => {
             let left_secs = lease_end_ms.saturating_sub(now_ms) / 1000;
             NextAction::InProgress {
@@ -171,12 +176,20 @@ mod tests {
     }
 
     #[test]
-    fn different_fingerprint_is_a_mismatch_whatever_the_state() {
-        let running = record("a", "other", in_progress(5_000));
+    fn different_fingerprint_is_a_mismatch_once_completed() {
         let completed = record("a", "other", RecordState::Completed(stored()));
+        assert_eq!(decide_now(Some(completed), "b"), NextAction::Mismatch);
+    }
+
+    #[test]
+    fn different_fingerprint_waits_while_the_record_is_in_progress() {
+        // That attempt may still be refused and released: not final yet.
+        let running = record("a", "other", in_progress(5_000));
+        let busy = NextAction::InProgress {
+            retry_after_secs: 1,
+        };
+        assert_eq!(decide_now(Some(running), "b"), busy);
         let ours = record("a", "me", in_progress(5_000));
-        for r in [running, completed, ours] {
-            assert_eq!(decide_now(Some(r), "b"), NextAction::Mismatch);
-        }
+        assert_eq!(decide_now(Some(ours), "b"), busy);
     }
 }

@@ -93,17 +93,24 @@ impl<St: IdempotencyStore> Lease<'_, St> {
     /// Instances do not stop an invocation at its deadline, so a handler
     /// may still be running then. A handler that finishes within a third of
     /// its lease (nearly all) never renews, so this costs no round trip.
+    ///
+    /// A failed renewal is retried at once (after [`MIN_HEARTBEAT`]), not a
+    /// third of a lease later: it may have taken a whole `REDIS_TIMEOUT_MS`
+    /// to fail.
     async fn heartbeat(&self) -> Infallible {
+        let mut failed = false;
         loop {
             let lease = self.settings.lease_for(time_left(self.deadline));
-            tokio::time::sleep((lease / 3).max(MIN_HEARTBEAT)).await;
+            let pause = if failed { MIN_HEARTBEAT } else { lease / 3 };
+            tokio::time::sleep(pause.max(MIN_HEARTBEAT)).await;
             let lease = self.settings.lease_for(time_left(self.deadline));
             let payload = in_progress_payload(self.fingerprint, now_ms() + millis(lease));
-            match self
+            let renewed = self
                 .store
                 .renew(self.key, self.owner, &payload, lease)
-                .await
-            {
+                .await;
+            failed = renewed.is_err();
+            match renewed {
                 Ok(true) => tracing::debug!(key_hash = self.key.hash(), "lease renewed"),
                 Ok(false) => {
                     tracing::error!(
@@ -116,7 +123,7 @@ impl<St: IdempotencyStore> Lease<'_, St> {
                 Err(e) => tracing::warn!(
                     key_hash = self.key.hash(),
                     error = %e,
-                    "could not renew the idempotency lease; retrying at the next beat"
+                    "could not renew the idempotency lease; retrying at once"
                 ),
             }
         }

@@ -62,20 +62,36 @@ where
         Self { conn, timeout }
     }
 
-    async fn bounded<T>(
-        &self,
-        call: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, RepoError> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(RepoError::Timeout(self.timeout)),
+    /// Runs `call` bounded by the timeout, once more when the connection
+    /// was dropped before an answer (a dead connection is noticed only when
+    /// used). Safe for both commands here: a repeated `SET … NX` whose
+    /// first copy was applied finds that same order, and `GET` only reads.
+    async fn bounded<T, F, Fut>(&self, call: F) -> Result<T, RepoError>
+    where
+        F: Fn(C) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let mut retried = false;
+        loop {
+            match tokio::time::timeout(self.timeout, call(self.conn.clone())).await {
+                Err(_) => return Err(RepoError::Timeout(self.timeout)),
+                Ok(Err(e))
+                    if !retried
+                        && !e.is_timeout()
+                        && (e.is_connection_dropped() || e.is_io_error()) =>
+                {
+                    retried = true;
+                }
+                Ok(result) => return Ok(result?),
+            }
         }
     }
 
     /// Stores `order`, belonging to `owner`, unless an order with its id
     /// exists; returns that existing order, or `None` when `order` was
     /// written. One `SET … NX` round trip, plus a `GET` when the id was
-    /// taken.
+    /// taken (also when a retried write finds the copy its lost first reply
+    /// had written).
     pub async fn insert_once(
         &self,
         order: &Order,
@@ -86,9 +102,13 @@ where
             owner: owner.map(str::to_owned),
         })?;
         let key = order_key(&order.id);
-        let mut conn = self.conn.clone();
-        let options = redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX);
-        let written: Option<String> = self.bounded(conn.set_options(&key, &json, options)).await?;
+        let written: Option<String> = self
+            .bounded(|mut conn| {
+                let (key, json) = (&key, &json);
+                let nx = redis::SetOptions::default().conditional_set(redis::ExistenceCheck::NX);
+                async move { conn.set_options(key, json, nx).await }
+            })
+            .await?;
         if written.is_some() {
             return Ok(None);
         }
@@ -101,8 +121,13 @@ where
 
     /// Loads the order with `id` and its owner, if any (one `GET`).
     pub async fn get(&self, id: &str) -> Result<Option<(Order, Option<String>)>, RepoError> {
-        let mut conn = self.conn.clone();
-        let json: Option<String> = self.bounded(conn.get(order_key(id))).await?;
+        let key = order_key(id);
+        let json: Option<String> = self
+            .bounded(|mut conn| {
+                let key = &key;
+                async move { conn.get(key).await }
+            })
+            .await?;
         let stored: Option<Stored> = json.map(|j| serde_json::from_str(&j)).transpose()?;
         Ok(stored.map(|s| (s.order, s.owner)))
     }

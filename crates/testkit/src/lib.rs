@@ -6,6 +6,9 @@
 //!   that can be stopped, restarted, frozen and made a replica.
 //! - [`cluster`]: a local three-master Redis Cluster.
 //! - [`proxy`]: a TCP proxy that delays or freezes Redis traffic.
+//! - [`fault_proxy`]: a RESP-aware proxy that numbers Redis commands and
+//!   drops, loses the reply to, delays or holds a chosen one, notifies the
+//!   test when it arrives, and can be pointed at another server.
 //! - [`fuzz`]: a deterministic property fuzzer and JSON generators.
 //! - [`fixtures`]: the repository's `events/*.json` as requests, and
 //!   assertions on responses.
@@ -18,6 +21,7 @@
 //! missing: that is a failure that says how to install it.
 
 pub mod cluster;
+pub mod fault_proxy;
 pub mod fixtures;
 pub mod fuzz;
 pub mod harness;

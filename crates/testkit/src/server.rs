@@ -23,6 +23,10 @@ pub struct RedisServer {
     child: Option<Child>,
     extra: Vec<String>,
     tls: Option<PathBuf>,
+    /// The server's own working directory: a replica writes the RDB it
+    /// receives there as `dump.rdb`, and a server loads a `dump.rdb` it
+    /// finds at start, so servers must never share one.
+    dir: PathBuf,
 }
 
 fn binary() -> String {
@@ -60,11 +64,14 @@ impl RedisServer {
         // Picking a free port then binding it is racy between parallel
         // tests; a server that loses the race exits, and we try another.
         for _ in 0..10 {
+            let dir = std::env::temp_dir().join(format!("redis-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::create_dir_all(&dir).expect("a working directory for redis-server");
             let mut server = Self {
                 port: free_port(),
                 child: None,
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 tls: tls.clone(),
+                dir,
             };
             if server.spawn() {
                 return server;
@@ -98,6 +105,12 @@ impl RedisServer {
         for arg in ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] {
             args.push(arg.into());
         }
+        args.push("--dir".into());
+        args.push(self.dir.display().to_string());
+        // A replica's first sync starts at once, not after the 5 s Redis
+        // waits by default for more replicas to share a diskless transfer.
+        args.push("--repl-diskless-sync-delay".into());
+        args.push("0".into());
         args.extend(self.extra.iter().cloned());
         args
     }
@@ -202,20 +215,43 @@ impl RedisServer {
     /// Starts a server replicating `primary`, and waits until its link is up
     /// and it holds the primary's data.
     pub fn replica_of(primary: &RedisServer) -> Self {
-        let port = primary.port.to_string();
-        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port]);
+        Self::replica_of_port(primary.port)
+    }
+
+    /// Like [`RedisServer::replica_of`], replicating whatever listens on
+    /// `port` of 127.0.0.1: a primary, or a proxy in front of one (to hold
+    /// or cut the replication link).
+    ///
+    /// Returns once the replica acknowledges writes (`WAIT 1` counts it):
+    /// after a diskless sync the primary streams nothing to a replica until
+    /// its first acknowledgement, up to a second after the link is up.
+    pub fn replica_of_port(port: u16) -> Self {
+        let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port.to_string()]);
+        let mut primary = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection())
+            .expect("a connection to the primary");
         let started = Instant::now();
-        while !replica
-            .info("replication")
-            .contains("master_link_status:up")
-        {
+        loop {
+            let _: redis::RedisResult<()> = redis::cmd("SET")
+                .arg("testkit:replica-check")
+                .arg(1)
+                .query(&mut primary);
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(100)
+                .query(&mut primary)
+                .unwrap_or(0);
+            if acked >= 1 {
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg("testkit:replica-check")
+                    .query(&mut primary);
+                return replica;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
-                "the replica never linked to its primary"
+                "the replica never acknowledged its primary's writes"
             );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        replica
     }
 
     /// Makes a replica a primary (`REPLICAOF NO ONE`), as a failover does.
@@ -320,6 +356,7 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
         if let Some(dir) = &self.tls {
             let _ = std::fs::remove_dir_all(dir);
         }

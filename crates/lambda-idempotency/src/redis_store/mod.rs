@@ -18,6 +18,8 @@
 //! With [`RedisOptions::min_replicas`] above zero, the claim and the
 //! completion are each pipelined with `WAIT <n> <timeout>` in the same round
 //! trip, and are not acted on unless that many replicas acknowledged them.
+//! The claim is then a script that writes back a record it finds, so that
+//! `WAIT` also covers a record this instance only read (a replay).
 
 mod conn;
 mod iam;
@@ -39,6 +41,21 @@ use crate::{OwnerToken, StoreKey};
 const CLAIM_LUA: &str = r"
 local v = redis.call('GET', KEYS[1])
 if v then return v end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
+";
+
+/// The claim when replicas must acknowledge it (`WAIT` follows it): a
+/// record found is written back as it is (same value, same expiry), so
+/// that `WAIT` covers what was read, not only what this claim wrote. A
+/// replay, `409` or `422` is then never answered from a record that a
+/// failover could still lose.
+const CLAIM_CONFIRMED_LUA: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('SET', KEYS[1], v, 'KEEPTTL')
+  return v
+end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 ";
@@ -354,6 +371,12 @@ impl RedisStore {
         lease: u64,
     ) -> Result<(Value, u32), StoreError> {
         let lease_arg = lease.to_string();
+        if self.options.min_replicas > 0 {
+            let args: [&[u8]; 2] = [value, lease_arg.as_bytes()];
+            return self
+                .with_wait(Self::eval(CLAIM_CONFIRMED_LUA, key, &args))
+                .await;
+        }
         if !self.scripts.lua_claim.load(Ordering::Relaxed) {
             let mut set = redis::cmd("SET");
             set.arg(key.as_str())
@@ -375,13 +398,9 @@ impl RedisStore {
                 other => return other,
             }
         }
-        if self.options.min_replicas == 0 {
-            let args: [&[u8]; 2] = [value, lease_arg.as_bytes()];
-            let value = self.script(&self.scripts.claim, key, &args).await?;
-            return Ok((value, 0));
-        }
-        self.with_wait(Self::eval(CLAIM_LUA, key, &[value, lease_arg.as_bytes()]))
-            .await
+        let args: [&[u8]; 2] = [value, lease_arg.as_bytes()];
+        let value = self.script(&self.scripts.claim, key, &args).await?;
+        Ok((value, 0))
     }
 }
 
@@ -495,12 +514,17 @@ impl IdempotencyStore for RedisStore {
         let value = encode(Phase::InProgress, owner, payload);
         let (reply, acked) = self.claim_value(key, &value, millis(lease)).await?;
         let existing = decode(reply)?;
-        if existing.is_none() {
-            if let Err(not_replicated) = self.check_replicas(acked) {
-                // Ours but not durable: give it back rather than act on it.
+        // Whatever the claim found or made, nothing is acted on unless the
+        // replicas acknowledged it. Our own claim comes back when the first
+        // reply was lost and the call retried: it is given back too.
+        if let Err(not_replicated) = self.check_replicas(acked) {
+            let ours = existing
+                .as_ref()
+                .is_none_or(|r| r.phase == Phase::InProgress && r.owner == *owner);
+            if ours {
                 let _ = self.release(key, owner).await;
-                return Err(not_replicated);
             }
+            return Err(not_replicated);
         }
         Ok(existing)
     }
@@ -521,11 +545,25 @@ impl IdempotencyStore for RedisStore {
                 .await?
                 == 1);
         }
-        let (reply, acked) = self.with_wait(Self::eval(COMPLETE, key, &args)).await?;
+        let (reply, acked) = match self.with_wait(Self::eval(COMPLETE, key, &args)).await {
+            Ok(answer) => answer,
+            // Not confirmed is not acknowledged: the handler's writes may be
+            // on the primary only, so the layer must not answer with them.
+            Err(e) => {
+                tracing::warn!(error = %e, "the completion could not be confirmed by WAIT");
+                return Err(StoreError::NotReplicated {
+                    acked: 0,
+                    wanted: self.options.min_replicas,
+                });
+            }
+        };
         let written = i64::from_redis_value(reply).map_err(StoreError::backend)? == 1;
-        if written {
-            self.check_replicas(acked)?;
-        }
+        // Taken over: this instance's own writes (the handler's) may still
+        // be on the primary only, and WAIT on a connection that wrote
+        // nothing since a reconnect proves nothing. Confirm nothing, so no
+        // answer is sent that a failover could undo; a retry replays the
+        // new owner's.
+        self.check_replicas(if written { acked } else { 0 })?;
         Ok(written)
     }
 
