@@ -46,7 +46,7 @@
 //!
 //! # What is guaranteed
 //!
-//! For each record key (caller scope, method, path, `Idempotency-Key`), the
+//! For each record key (caller scope, method, route, `Idempotency-Key`), the
 //! handler is *started* again only when the previous attempt's outcome is
 //! unknown to the store: its process died or froze past its lease, or the
 //! store lost its completion. Every such attempt sees the same
@@ -54,9 +54,10 @@
 //! effects after it and writes them only if absent (`SET … NX`, a
 //! conditional put, a payment provider's own idempotency key) is
 //! exactly-once. A live handler never loses its lease: it is renewed while
-//! the handler runs. Records written by a claim or a completion can still
+//! the handler runs, past the invocation's deadline too. Records can still
 //! be lost by the store itself (a failover without replica acknowledgement,
-//! eviction); [`RedisOptions::min_replicas`] closes the first.
+//! a restart without persistence, eviction); [`RedisOptions::min_replicas`]
+//! closes the failover case on Redis with replicas that support `WAIT`.
 //!
 //! # Layout
 //!
