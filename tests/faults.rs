@@ -889,10 +889,12 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
     let mut background = Vec::new();
     let mut racer: Option<Option<Answer>> = None;
     let mut attempt = Attempt::start(&a, &first);
+    let mut fired = false;
     let a_answer = match attempt.until(&mut arrivals).await {
         // The step never came (the path changed): the race still runs.
         Err(answer) => answer,
         Ok(_) => {
+            fired = true;
             let frozen = kind == Kind::Freeze || schedule.race == Some(Race::Before);
             if frozen {
                 attempt.pause.freeze();
@@ -959,9 +961,17 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
     answers.push(&first, &a_answer);
     // Every call is retried once on a dropped connection. (Not asserted for
     // the connection's set-up: redoing it can take longer than the 100 ms
-    // bound when a dozen schedules share two cores.)
+    // bound when a dozen schedules share two cores. Nor when the step never
+    // came: a loaded machine can push the slow scenario's 90 ms write past
+    // the 100 ms bound, and that 503 is the path, not the fault. Nor for the
+    // slow scenario's renewal: its drop also takes the slow order write, whose
+    // retry must start within the 30 ms left of that write's bound.)
     let alone = schedule.race.is_none() && schedule.second.is_none();
-    let dropped = matches!(kind, Kind::Drop | Kind::Lose) && schedule.step.label != "connect";
+    let overlaps = schedule.scenario == Scenario::Slow && schedule.step.label == "renew";
+    let dropped = fired
+        && !overlaps
+        && matches!(kind, Kind::Drop | Kind::Lose)
+        && schedule.step.label != "connect";
     if alone && dropped && !a_answer.as_ref().is_some_and(Answer::is_final) {
         return Err(format!(
             "one dropped connection was not absorbed: {:?}",
