@@ -11,6 +11,7 @@
 use std::time::Duration;
 
 use testkit::fault_proxy::{At, Command, Fault, Rule};
+use testkit::fuzz::Rng;
 
 use crate::client::Attempt;
 use crate::world::{World, TIMEOUT};
@@ -310,18 +311,6 @@ pub(crate) async fn enumerate() -> Vec<Schedule> {
         }
     }
     schedules
-}
-
-/// A xorshift generator for the sampled part.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 /// A random combination: one enumerated schedule, a random race, and a
