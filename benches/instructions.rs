@@ -1,6 +1,8 @@
 //! Instructions per invocation, counted by callgrind: the repeatable
 //! counterpart of the latency medians. Run it with
-//! `cargo bench --bench lambda -- instructions` (needs `valgrind`).
+//! `cargo bench --bench lambda -- instructions` (needs `valgrind`); name
+//! paths after it (`-- instructions replay "new order"`) to count only
+//! those and the floors.
 //!
 //! Each path's process runs under `valgrind --tool=callgrind` through the
 //! same Runtime API harness as the timed steps. Start-up and the first

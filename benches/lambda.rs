@@ -532,8 +532,18 @@ async fn main() {
         harnesses.push(start(binary, 1, &redis, env).await);
     }
     let paths = paths(&harnesses, &redis).await;
-    if std::env::args().any(|a| a == "instructions") {
+    // `-- instructions [path name prefix …]`: count instructions instead,
+    // of the floors and the named paths (all when none is named).
+    let mut args = std::env::args().skip_while(|a| a != "instructions");
+    if args.next().is_some() {
         drop(harnesses);
+        let only: Vec<String> = args.filter(|a| !a.starts_with("--")).collect();
+        let paths: Vec<Bench> = paths
+            .into_iter()
+            .filter(|p| {
+                p.harness < 2 || only.is_empty() || only.iter().any(|o| p.name.starts_with(o))
+            })
+            .collect();
         let counts = instructions::count(&paths, &processes, &redis).await;
         instructions::print_and_save(&paths, &counts, &function);
         return;
