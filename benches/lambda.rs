@@ -21,6 +21,7 @@
 //! `target/bench/latency.png` with `benches/plot.py` when matplotlib is
 //! installed. Durations are figures to read, never assertions.
 
+mod instructions;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -518,14 +519,35 @@ async fn large_keyspace(function: &Path, redis: &RedisServer) -> (Percentiles, P
 async fn main() {
     let release = build();
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
-    let function = release.join("idempotent-orders");
-    let harnesses = [
-        start(&release.join("examples/floor-echo"), 1, &redis, QUIET).await,
-        start(&release.join("examples/floor-one-rtt"), 1, &redis, QUIET).await,
-        start(&function, 1, &redis, DEPLOYED).await,
-        start(&function, 1, &redis, QUIET).await,
+    let function = std::env::var_os("BENCH_FUNCTION")
+        .map_or_else(|| release.join("idempotent-orders"), PathBuf::from);
+    let processes: [(PathBuf, Env); 4] = [
+        (release.join("examples/floor-echo"), QUIET),
+        (release.join("examples/floor-one-rtt"), QUIET),
+        (function.clone(), DEPLOYED),
+        (function.clone(), QUIET),
     ];
+    let mut harnesses = Vec::new();
+    for (binary, env) in &processes {
+        harnesses.push(start(binary, 1, &redis, env).await);
+    }
     let paths = paths(&harnesses, &redis).await;
+    // `-- instructions [path name prefix …]`: count instructions instead,
+    // of the floors and the named paths (all when none is named).
+    let mut args = std::env::args().skip_while(|a| a != "instructions");
+    if args.next().is_some() {
+        drop(harnesses);
+        let only: Vec<String> = args.filter(|a| !a.starts_with("--")).collect();
+        let paths: Vec<Bench> = paths
+            .into_iter()
+            .filter(|p| {
+                p.harness < 2 || only.is_empty() || only.iter().any(|o| p.name.starts_with(o))
+            })
+            .collect();
+        let counts = instructions::count(&paths, &processes, &redis).await;
+        instructions::print_and_save(&paths, &counts, &function);
+        return;
+    }
     let durations = latency(&paths, &harnesses).await;
     let trips = round_trips(&paths, &harnesses, &redis).await;
     drop(harnesses);

@@ -10,9 +10,10 @@
 //! under the same key.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use lambda_http::http::Method;
-use lambda_http::tower::{Layer, ServiceExt};
+use lambda_http::tower::{Layer, Service, ServiceExt};
 use lambda_http::{Body, Request, Response};
 use lambda_idempotency::{
     route_path, ConnectError, DefaultStoreRule, ExecutionId, Idempotency, IdempotencyLayer,
@@ -26,8 +27,7 @@ use crate::config::Config;
 use crate::problems::{self, INTERNAL_ERROR, METHOD_NOT_ALLOWED, ROUTE_NOT_FOUND};
 
 /// The create handler as the layer sees it.
-type Create =
-    lambda_http::tower::util::MapRequest<CreateOrder<RedisConnection>, fn(Request) -> Request>;
+type Create = Attach<CreateOrder<RedisConnection>>;
 
 /// The whole function: routes requests to the handlers.
 #[derive(Clone)]
@@ -65,13 +65,49 @@ fn last_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
         .filter(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
-/// Hands the layer's execution identity to the orders handler as its order id.
-fn attach_order_id(mut req: Request) -> Request {
-    if let Some(execution) = req.extensions().get::<ExecutionId>().copied() {
-        req.extensions_mut()
-            .insert(OrderId::from_bytes(*execution.as_bytes()));
+/// Hands the orders handler what it needs from outside: the layer's
+/// execution identity as its order id, and the caller as the order's owner.
+/// It runs only when the layer executes the handler, so a replay, a `409` or
+/// a `422` never pays for the owner's hash.
+#[derive(Clone)]
+struct Attach<S> {
+    inner: S,
+    scope: Arc<ApiGatewayScope>,
+}
+
+impl<S: Service<Request>> Service<Request> for Attach<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    req
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        if let Some(execution) = req.extensions().get::<ExecutionId>().copied() {
+            req.extensions_mut()
+                .insert(OrderId::from_bytes(*execution.as_bytes()));
+        }
+        if let Some(owner) = owner(&self.scope, &req) {
+            req.extensions_mut().insert(owner);
+        }
+        self.inner.call(req)
+    }
+}
+
+/// Whose orders a request may create and read: the caller's scope (the one
+/// its idempotency keys live under), hashed so that no identity is stored
+/// with the order.
+fn owner(scope: &ApiGatewayScope, req: &Request) -> Option<Owner> {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(scope.scope(req)?.as_bytes());
+    let mut hex = String::with_capacity(2 * digest.len());
+    for byte in digest {
+        hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        hex.push(char::from(DIGITS[usize::from(byte & 0xf)]));
+    }
+    Some(Owner::new(hex))
 }
 
 /// The default rule, except that an order refused before anything was
@@ -91,13 +127,16 @@ impl App {
             .scope(config.scope.clone())
             .store_rule(store_rule)
             .build();
-        let attach: fn(Request) -> Request = attach_order_id;
-        let create = CreateOrder::new(repo.clone(), problem_base).map_request(attach);
+        let scope = Arc::new(config.scope.clone());
+        let create = Attach {
+            inner: CreateOrder::new(repo.clone(), problem_base),
+            scope: Arc::clone(&scope),
+        };
         Self {
             create: layer.layer(create),
             repo,
             store,
-            scope: Arc::new(config.scope.clone()),
+            scope,
             problem_base: Arc::from(problem_base),
         }
     }
@@ -116,20 +155,6 @@ impl App {
         self.store.warm_up().await;
     }
 
-    /// Whose orders a request may create and read: the caller's scope (the
-    /// one its idempotency keys live under), hashed so that no identity is
-    /// stored with the order.
-    fn owner(&self, req: &Request) -> Option<Owner> {
-        let scope = self.scope.scope(req)?;
-        let digest = Sha256::digest(scope.as_bytes());
-        Some(Owner::new(
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>(),
-        ))
-    }
-
     /// The prefix of every problem `type` URI (`PROBLEM_TYPE_BASE`).
     pub fn problem_base(&self) -> &str {
         &self.problem_base
@@ -140,10 +165,6 @@ impl App {
         let base = &*self.problem_base;
         match route(&route_path(&req)) {
             Route::Orders if req.method() == Method::POST => {
-                let mut req = req;
-                if let Some(owner) = self.owner(&req) {
-                    req.extensions_mut().insert(owner);
-                }
                 match self.create.clone().oneshot(req).await {
                     Ok(response) => response,
                     // The layer turns every failure into a response; this
@@ -156,7 +177,7 @@ impl App {
             }
             Route::Orders => method_not_allowed("POST", base),
             Route::Order(id) if req.method() == Method::GET => {
-                get_order(&self.repo, &id, self.owner(&req).as_ref(), base).await
+                get_order(&self.repo, &id, owner(&self.scope, &req).as_ref(), base).await
             }
             Route::Order(_) => method_not_allowed("GET", base),
             Route::ProblemType(slug) if req.method() == Method::GET => {
