@@ -16,8 +16,8 @@ use lambda_http::http::Method;
 use lambda_http::tower::{Layer, Service, ServiceExt};
 use lambda_http::{Body, Request, Response};
 use lambda_idempotency::{
-    route_path, ConnectError, DefaultStoreRule, ExecutionId, Idempotency, IdempotencyLayer,
-    RedisConnection, RedisStore, StoreRule,
+    route_path, ConnectError, DefaultStoreRule, DeferredLines, ExecutionId, Idempotency,
+    IdempotencyLayer, RedisConnection, RedisStore, StoreRule,
 };
 use lambda_idempotency::{ApiGatewayScope, CallerScope};
 use orders::{get_order, CreateOrder, OrderId, OrderRepo, Owner, Problem, Rejected};
@@ -118,15 +118,20 @@ fn store_rule(response: &Response<Body>) -> bool {
 
 impl App {
     /// The function over `store` (whose connection the orders share: one
-    /// Redis connection per instance).
-    pub fn new(store: RedisStore, config: &Config) -> Self {
+    /// Redis connection per instance). Each request's log-and-metric line is
+    /// written before its response leaves, or, given `deferred`, held there
+    /// until the runtime flushes it after the response.
+    pub fn new(store: RedisStore, config: &Config, deferred: Option<DeferredLines>) -> Self {
         let repo = OrderRepo::new(store.connection(), config.redis.timeout);
         let problem_base = config.settings.problem_type_base.as_str();
-        let layer = IdempotencyLayer::builder(store.clone())
+        let mut layer = IdempotencyLayer::builder(store.clone())
             .settings(config.settings.clone())
             .scope(config.scope.clone())
-            .store_rule(store_rule)
-            .build();
+            .store_rule(store_rule);
+        if let Some(deferred) = deferred {
+            layer = layer.defer_lines(deferred);
+        }
+        let layer = layer.build();
         let scope = Arc::new(config.scope.clone());
         let create = Attach {
             inner: CreateOrder::new(repo.clone(), problem_base),
@@ -141,11 +146,21 @@ impl App {
         }
     }
 
-    /// The function as `main` builds it from `config`: a lazy Redis
-    /// connection (start-up succeeds while Redis is down) and the layer.
+    /// The function from `config`: a lazy Redis connection (start-up
+    /// succeeds while Redis is down) and the layer, writing each line at
+    /// once.
     pub fn from_config(config: &Config) -> Result<Self, ConnectError> {
+        Self::deferring(config, None)
+    }
+
+    /// [`App::from_config`], holding the lines in `deferred` if given: how
+    /// `main` builds it.
+    pub fn deferring(
+        config: &Config,
+        deferred: Option<DeferredLines>,
+    ) -> Result<Self, ConnectError> {
         let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
-        Ok(Self::new(store, config))
+        Ok(Self::new(store, config, deferred))
     }
 
     /// Connects to Redis and loads the scripts now (bounded by

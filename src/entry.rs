@@ -117,11 +117,20 @@ impl Service<Request> for Routed {
 /// Handles one raw invocation: never fails for a bad client input.
 pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Result<Reply, Error> {
     let (raw, context) = event.into_parts();
-    let base = app.problem_base();
-    let mut request = match serde_json::from_str::<LambdaRequest>(raw.get()) {
-        Ok(request) => request,
-        Err(_) => return Ok(reject_unreadable(raw.get(), context, base).await),
-    };
+    match serde_json::from_str::<LambdaRequest>(raw.get()) {
+        Ok(request) => handle_request(app, request, raw.get().as_bytes(), context).await,
+        Err(_) => Ok(reject_unreadable(raw.get(), context, app.problem_base()).await),
+    }
+}
+
+/// Handles an event that deserialised; `raw` is its text, read again only
+/// on the rare answer that must rebuild the event.
+pub async fn handle_request(
+    app: &App,
+    mut request: LambdaRequest,
+    raw: &[u8],
+    context: Context,
+) -> Result<Reply, Error> {
     keep_repeated_headers(&mut request);
     let mut adapter = Adapter::from(Routed(app.clone()));
     let call = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -132,7 +141,8 @@ pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Resul
         Err(_) => {
             tracing::warn!("lambda_http could not convert the event (invalid base64 body or URL); answering 400");
             let problem = bad_request("The request could not be decoded: its body is flagged base64 but is not valid base64, or its path is not a valid URL path.");
-            Ok(answer_in_origin_shape(raw.get(), context, problem, base, strip_body).await)
+            let base = app.problem_base();
+            Ok(answer_in_origin_shape(raw, context, problem, base, strip_body).await)
         }
     }
 }
@@ -169,19 +179,19 @@ async fn reject_unreadable(raw: &str, context: Context, base: &str) -> Reply {
         return plain_bad_request("The event is not JSON.", base);
     };
     let problem = bad_request("A header has an invalid name or a value with control characters.");
-    answer_in_origin_shape(raw, context, problem, base, drop_invalid_headers).await
+    answer_in_origin_shape(raw.as_bytes(), context, problem, base, drop_invalid_headers).await
 }
 
 /// Answers `problem` through `lambda_http`'s adapter, after `repair` made
 /// the event convertible, so the response has the origin's exact shape.
 async fn answer_in_origin_shape(
-    raw: &str,
+    raw: &[u8],
     context: Context,
     problem: Problem,
     base: &str,
     repair: fn(&mut Value) -> bool,
 ) -> Reply {
-    let mut event: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+    let mut event: Value = serde_json::from_slice(raw).unwrap_or(Value::Null);
     if !repair(&mut event) {
         return plain(problem.into_response(base));
     }

@@ -15,6 +15,8 @@
 //! - [`app`]: the router that puts the two crates together: `POST /orders`
 //!   behind the idempotency layer, `GET /orders/{id}`, `GET
 //!   /problems/{slug}`, 404 and 405.
+//! - [`runtime`]: the Lambda runtime around [`entry`], which writes each
+//!   request's log-and-metric line after its response is out.
 //! - [`problems`]: the function's own problem types and the documents
 //!   behind every problem's `type` URI (`docs/problems.md`).
 //!
@@ -26,6 +28,7 @@ pub mod app;
 pub mod config;
 pub mod entry;
 pub mod problems;
+pub mod runtime;
 
 pub use app::App;
 pub use config::Config;

@@ -8,10 +8,9 @@
 //!   send that many at once: a multi-thread runtime then runs that many
 //!   `/next` loops, all sharing the one multiplexed Redis connection.
 
-use idempotent_orders::{entry, App, Config};
-use lambda_http::lambda_runtime::{self, LambdaEvent};
-use lambda_http::{service_fn, Error};
-use serde_json::value::RawValue;
+use idempotent_orders::{runtime, App, Config};
+use lambda_http::Error;
+use lambda_idempotency::DeferredLines;
 
 fn main() -> Result<(), Error> {
     let concurrency = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
@@ -44,16 +43,12 @@ async fn serve() -> Result<(), Error> {
         );
     }
     // Start-up succeeds while Redis is down; requests get 503 until it is back.
-    let app = App::from_config(&config)?;
+    // Each request's log-and-metric line is written after its response.
+    let lines = DeferredLines::new();
+    let app = App::deferring(&config, Some(lines.clone()))?;
     if config.connect_at_init {
         app.warm_up().await;
     }
 
-    // The raw event, so that events lambda_http cannot convert still get a
-    // 400. Sequential unless AWS_LAMBDA_MAX_CONCURRENCY is above 1.
-    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Box<RawValue>>| {
-        let app = app.clone();
-        async move { entry::handle_event(&app, event).await }
-    }))
-    .await
+    runtime::run(app, lines).await
 }

@@ -461,6 +461,8 @@ fn bad_inputs() -> Vec<(&'static str, Value, u16)> {
         // Events that are not what API Gateway sends.
         ("not an HTTP event", serde_json::json!({"not": "http"}), 400),
         ("an array", serde_json::json!([1, 2, 3]), 400),
+        ("null", Value::Null, 400),
+        ("a string", serde_json::json!("GET /orders"), 400),
         (
             "no requestContext",
             storm_event(next(), |e| {
@@ -559,6 +561,9 @@ async fn logs_of(extra: &[(&str, &str)]) -> String {
     for event in logged_requests().0 {
         lambda.invoke(0, &event, DEADLINE).await.response();
     }
+    // The line is written after the response; the function asks for the
+    // next event only after that.
+    lambda.wait_parked(0, 1).await;
     lambda.logs(0)
 }
 

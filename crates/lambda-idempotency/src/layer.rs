@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use lambda_http::tower::Layer;
 
-use crate::metrics::Emf;
+use crate::metrics::{DeferredLines, Emf};
 use crate::rules::{DefaultStoreRule, StoreRule};
 use crate::scope::{ApiGatewayScope, CallerScope};
 use crate::service::Idempotency;
@@ -39,6 +39,7 @@ impl<St> IdempotencyLayer<St> {
             settings: Settings::default(),
             scope: Box::new(ApiGatewayScope::default()),
             rule: Box::new(DefaultStoreRule),
+            deferred: None,
         }
     }
 }
@@ -66,6 +67,7 @@ pub struct IdempotencyLayerBuilder<St> {
     settings: Settings,
     scope: Box<dyn CallerScope>,
     rule: Box<dyn StoreRule>,
+    deferred: Option<DeferredLines>,
 }
 
 impl<St> IdempotencyLayerBuilder<St> {
@@ -89,6 +91,15 @@ impl<St> IdempotencyLayerBuilder<St> {
         self
     }
 
+    /// Holds the per-request log-and-metric line in `lines` until the
+    /// caller flushes it after the response was sent (default: each line
+    /// is written before its response leaves). Applies when metrics are
+    /// on ([`Settings::metrics_namespace`]).
+    pub fn defer_lines(mut self, lines: DeferredLines) -> Self {
+        self.deferred = Some(lines);
+        self
+    }
+
     /// The layer.
     pub fn build(self) -> IdempotencyLayer<St> {
         // The function's name, for the metric dimension, read once.
@@ -97,7 +108,7 @@ impl<St> IdempotencyLayerBuilder<St> {
             .settings
             .metrics_namespace
             .as_deref()
-            .map(|namespace| Emf::new(namespace, &function));
+            .map(|namespace| Emf::new(namespace, &function, self.deferred));
         IdempotencyLayer {
             shared: Arc::new(Shared {
                 store: self.store,

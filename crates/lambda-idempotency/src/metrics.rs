@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Name of the request-count metric.
@@ -38,11 +39,48 @@ pub(crate) struct Emf {
     head: &'static str,
     /// `,"CloudWatchMetrics":[…]},"FunctionName":"…"`
     tail: String,
+    /// Where lines wait for the response to be sent, if they do.
+    deferred: Option<DeferredLines>,
+}
+
+/// Per-request lines held back until the response has been sent.
+///
+/// Writing the line costs the request a formatted write to stdout before
+/// its response can leave. Given to
+/// [`IdempotencyLayerBuilder::defer_lines`](crate::IdempotencyLayerBuilder::defer_lines),
+/// the layer appends each line here instead, and whoever runs the function
+/// calls [`DeferredLines::flush`] once the response is out: with
+/// `lambda_runtime`, a `Runtime::layer` service that flushes after its
+/// inner service (which posts the response) finished. Lambda freezes the
+/// process only when it asks for the next event, so a line flushed before
+/// that is never lost to a freeze.
+#[derive(Clone, Default)]
+pub struct DeferredLines(Arc<Mutex<Vec<u8>>>);
+
+impl DeferredLines {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes every line held so far to stdout in one `write` call.
+    pub fn flush(&self) {
+        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        if !pending.is_empty() {
+            // Best effort, as for a line written at once.
+            let _ = std::io::stdout().lock().write_all(&pending);
+        }
+    }
+
+    fn push(&self, line: &str) {
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        held.extend_from_slice(line.as_bytes());
+    }
 }
 
 impl Emf {
     /// Lines for `namespace`, counted under `function`.
-    pub(crate) fn new(namespace: &str, function: &str) -> Self {
+    pub(crate) fn new(namespace: &str, function: &str, deferred: Option<DeferredLines>) -> Self {
         let quote = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned());
         let tail = format!(
             r#","CloudWatchMetrics":[{{"Namespace":{},"Dimensions":[["FunctionName","Outcome"]],"Metrics":[{{"Name":"{REQUESTS_METRIC}","Unit":"Count"}},{{"Name":"{OVERHEAD_METRIC}","Unit":"Milliseconds"}}]}}]}},"FunctionName":{}"#,
@@ -52,6 +90,7 @@ impl Emf {
         Self {
             head: r#"{"_aws":{"Timestamp":"#,
             tail,
+            deferred,
         }
     }
 
@@ -77,14 +116,20 @@ impl Emf {
     }
 
     /// Writes the line for one request to stdout in one `write` call, so
-    /// it is never interleaved with another line.
+    /// it is never interleaved with another line; or holds it back, when
+    /// lines are deferred.
     pub(crate) fn emit(&self, line: &Line<'_>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let text = self.line(line, now);
-        // Metrics are best effort: a closed stdout must not fail the request.
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        match &self.deferred {
+            Some(deferred) => deferred.push(&text),
+            // Metrics are best effort: a closed stdout must not fail the request.
+            None => {
+                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+            }
+        }
     }
 }
 
@@ -110,7 +155,7 @@ mod tests {
 
     #[test]
     fn one_line_is_both_the_metric_and_the_log_record() {
-        let text = Emf::new("Orders", "fn-1").line(&line(), 42);
+        let text = Emf::new("Orders", "fn-1", None).line(&line(), 42);
         assert!(text.ends_with('\n') && text.matches('\n').count() == 1);
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let directive = &json["_aws"]["CloudWatchMetrics"][0];
@@ -137,10 +182,26 @@ mod tests {
 
     #[test]
     fn names_that_need_escaping_stay_valid_json() {
-        let text = Emf::new("Ns\"x", "f\\n").line(&line(), 1);
+        let text = Emf::new("Ns\"x", "f\\n", None).line(&line(), 1);
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(json["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Ns\"x");
         assert_eq!(json["FunctionName"], "f\\n");
+    }
+
+    #[test]
+    fn deferred_lines_wait_for_the_flush() {
+        let deferred = DeferredLines::new();
+        let emf = Emf::new("Orders", "fn-1", Some(deferred.clone()));
+        emf.emit(&line());
+        emf.emit(&line());
+        let held = String::from_utf8(deferred.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(held.lines().count(), 2, "{held}");
+        assert!(held.lines().all(|l| l.contains(r#""outcome":"replayed""#)));
+        deferred.flush();
+        assert!(
+            deferred.0.lock().unwrap().is_empty(),
+            "flushed lines are gone"
+        );
     }
 
     #[test]
