@@ -1,25 +1,24 @@
 //! The Lambda runtime as this function runs it: `lambda_runtime`'s own
 //! tracing layer (the per-invocation span with the request id), and around
-//! it [`InvocationService`], which does two things per invocation that the
-//! handler alone cannot:
+//! it two layers that do per invocation what the handler alone cannot:
 //!
-//! - **It parses the event once.** The handler must answer events that
-//!   `lambda_http` cannot deserialise with a `400` ([`entry`]), so it cannot
-//!   take `lambda_http`'s request type as its payload (a failed payload
-//!   parse is reported to Lambda as a function error, a `502` for the
-//!   client). Taking the event as raw JSON instead meant scanning and
-//!   copying it once for the raw value and parsing it again: about 14,000
-//!   instructions per invocation. This service sees the event's bytes
-//!   before the runtime parses them: it parses them into the request, hands
-//!   the request to the handler, and gives the runtime a `null` payload to
-//!   parse. An event that does not parse goes through untouched, and the
-//!   handler gets it raw.
-//! - **It writes the per-request log-and-metric lines once the response is
-//!   out.** Its inner service posts the response to the Runtime API, so its
-//!   future ends only after Lambda has the response: the line's formatting
-//!   and its `write` no longer delay the client. Lambda freezes an
-//!   execution environment only when the runtime asks for the next event,
-//!   which happens after the flush, so no line is lost to a freeze.
+//! - **[`ParseOnce`] parses the event once.** The handler must answer
+//!   events that `lambda_http` cannot deserialise with a `400` ([`entry`]),
+//!   so it cannot take `lambda_http`'s request type as its payload (a failed
+//!   payload parse is reported to Lambda as a function error, a `502` for
+//!   the client). Taking the event as raw JSON instead meant scanning and
+//!   copying it into a raw value and then parsing it again. `ParseOnce`
+//!   sees the event's bytes before the runtime parses them: it parses them
+//!   into the request, hands the request to the handler, and gives the
+//!   runtime a `null` payload to parse. An event that does not parse goes
+//!   through untouched, and the handler gets it raw.
+//! - **The per-request log-and-metric lines are written once the response
+//!   is out**, by the outermost layer. The service inside it posts the
+//!   response to the Runtime API, so its future ends only after Lambda has
+//!   the response: formatting the line and its `write` no longer delay the
+//!   client. Lambda freezes an execution environment only when the runtime
+//!   asks for the next event, which happens after the flush, so no line is
+//!   lost to a freeze.
 //!
 //! The hand-over uses a thread-local slot that lives only for the
 //! synchronous `call` chain: `lambda_runtime` deserialises the payload and
@@ -37,16 +36,18 @@ use bytes::Bytes;
 use lambda_http::lambda_runtime::layers::TracingLayer;
 use lambda_http::lambda_runtime::{LambdaEvent, LambdaInvocation, Runtime};
 use lambda_http::request::LambdaRequest;
+use lambda_http::tower::util::MapResultLayer;
 use lambda_http::tower::{Layer, Service};
-use lambda_http::{service_fn, BoxFuture, Error};
+use lambda_http::{service_fn, Error};
 use lambda_idempotency::DeferredLines;
 use serde_json::value::RawValue;
 
 use crate::{entry, App};
 
-/// An event parsed by [`InvocationService`], and its bytes.
+/// An event parsed by [`ParseOnce`], and its bytes. Boxed: the request is
+/// large, and it moves twice before it reaches the handler.
 struct Parsed {
-    request: LambdaRequest,
+    request: Box<LambdaRequest>,
     raw: Bytes,
 }
 
@@ -66,7 +67,7 @@ pub async fn run(app: App, lines: DeferredLines) -> Result<(), Error> {
             let (payload, context) = event.into_parts();
             match (parsed, payload) {
                 (Some(Parsed { request, raw }), _) => {
-                    entry::handle_request(&app, request, &raw, context).await
+                    entry::handle_request(&app, *request, &raw, context).await
                 }
                 (None, Some(raw)) => {
                     entry::handle_event(&app, LambdaEvent::new(raw, context)).await
@@ -79,62 +80,57 @@ pub async fn run(app: App, lines: DeferredLines) -> Result<(), Error> {
             }
         }
     });
+    // Outermost: the flush runs when the response has been posted. Neither
+    // layer wraps the runtime's future in a new one, so the invocation's
+    // (large) future is not moved again.
+    let flush = MapResultLayer::new(move |posted: Result<(), Error>| {
+        lines.flush();
+        posted
+    });
     Runtime::new(handler)
         .layer(TracingLayer::new())
-        .layer(InvocationLayer(lines))
+        .layer(ParseOnceLayer)
+        .layer(flush)
         .run_concurrent()
         .await
 }
 
-/// Wraps the runtime's service in [`InvocationService`].
-struct InvocationLayer(DeferredLines);
+/// Wraps the runtime's service in [`ParseOnce`].
+struct ParseOnceLayer;
 
-impl<S> Layer<S> for InvocationLayer {
-    type Service = InvocationService<S>;
+impl<S> Layer<S> for ParseOnceLayer {
+    type Service = ParseOnce<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        InvocationService {
-            inner,
-            lines: self.0.clone(),
-        }
+        ParseOnce(inner)
     }
 }
 
-/// Parses the event once for the handler, and flushes the deferred lines
-/// once the inner service (which posts the response) is done, whether it
-/// succeeded or not.
+/// Parses the event once and hands it to the handler (module docs).
 #[derive(Clone)]
-pub struct InvocationService<S> {
-    inner: S,
-    lines: DeferredLines,
-}
+pub struct ParseOnce<S>(S);
 
-impl<S> Service<LambdaInvocation> for InvocationService<S>
+impl<S> Service<LambdaInvocation> for ParseOnce<S>
 where
     S: Service<LambdaInvocation, Response = (), Error = Error>,
-    S::Future: Send + 'static,
 {
     type Response = ();
     type Error = Error;
-    type Future = BoxFuture<'static, Result<(), Error>>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.inner.poll_ready(cx)
+        self.0.poll_ready(cx)
     }
 
     fn call(&mut self, mut invocation: LambdaInvocation) -> Self::Future {
         if let Ok(request) = serde_json::from_slice::<LambdaRequest>(&invocation.body) {
             let raw = std::mem::replace(&mut invocation.body, Bytes::from_static(b"null"));
+            let request = Box::new(request);
             PARSED.with(|slot| *slot.borrow_mut() = Some(Parsed { request, raw }));
         }
-        let posted = self.inner.call(invocation);
+        let future = self.0.call(invocation);
         // Never left for the next invocation on this thread.
         PARSED.with(|slot| slot.borrow_mut().take());
-        let lines = self.lines.clone();
-        Box::pin(async move {
-            let result = posted.await;
-            lines.flush();
-            result
-        })
+        future
     }
 }
