@@ -7,7 +7,9 @@
 //! a path the `url` crate cannot parse) panics inside `lambda_http`. Either
 //! way the client would get a bare `502`/`500` from API Gateway.
 //!
-//! So the function takes the event as raw JSON and converts it itself:
+//! So the function converts the event itself. [`handle_request`] takes an
+//! event that deserialised (as [`crate::runtime`] hands it over, parsed
+//! once), [`handle_event`] the raw JSON of any event:
 //! - an event whose headers do not deserialise is answered `400`, in the
 //!   shape of its origin (v1 or v2), after the bad headers are dropped;
 //! - a conversion that panics is caught (the release profile keeps
