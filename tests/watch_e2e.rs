@@ -4,108 +4,12 @@
 //! `redis-server`. The watch process tree is stopped at the end and checked
 //! for orphans.
 
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use testkit::fixtures::expected_statuses;
 use testkit::harness::TEST_SCOPE;
+use testkit::watch::{Watch, HINT};
 use testkit::RedisServer;
-
-const HINT: &str = "cargo-lambda is required by this test: `pip install cargo-lambda` (or run `bash .ci/run`, which installs it)";
-
-/// `cargo lambda watch` in its own process group, killed with it on drop.
-struct Watch {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-/// The function's environment as a file: `--env-var` splits values at
-/// commas, and `IDEMPOTENCY_SCOPE` is a comma-separated list.
-fn env_file(redis: &RedisServer, port: u16) -> String {
-    let path = std::env::temp_dir().join(format!("watch-{port}.env"));
-    let text = format!(
-        "REDIS_URL={}\nIDEMPOTENCY_SCOPE={TEST_SCOPE}\n",
-        redis.url()
-    );
-    std::fs::write(&path, text).expect("env file");
-    path.display().to_string()
-}
-
-impl Watch {
-    fn start(redis: &RedisServer) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let log = std::env::temp_dir().join(format!("watch-{port}.log"));
-        let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new("cargo")
-            .args(["lambda", "watch", "--ignore-changes", "--concurrency", "2"])
-            .args([
-                "--invoke-address",
-                "127.0.0.1",
-                "--invoke-port",
-                &port.to_string(),
-            ])
-            .args(["--env-file", &env_file(redis, port)])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(out.try_clone().expect("log"))
-            .stderr(out)
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("{HINT} ({e})"));
-        let mut watch = Self { child, port, log };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = watch.child.try_wait() {
-                panic!("cargo lambda watch exited ({status}):\n{}", watch.logs());
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "watch never listened:\n{}",
-                watch.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        watch
-    }
-
-    fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!(
-            "http://127.0.0.1:{}/lambda-url/idempotent-orders{path}",
-            self.port
-        )
-    }
-
-    /// Stops the whole process tree (watch, cargo run, the function).
-    fn stop(&mut self) {
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-        let _ = self.child.wait();
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
-    }
-
-    fn group_alive(&self) -> bool {
-        Command::new("pgrep")
-            .args(["-g", &self.child.id().to_string()])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 struct Answer {
     status: u16,
@@ -164,7 +68,12 @@ fn post(watch: &Watch, key: Option<&str>, body: &str) -> Answer {
 #[test]
 fn cargo_lambda_watch_serves_the_function_end_to_end() {
     let redis = RedisServer::start();
-    let mut watch = Watch::start(&redis);
+    let redis_url = redis.url();
+    let env = [
+        ("REDIS_URL", redis_url.as_str()),
+        ("IDEMPOTENCY_SCOPE", TEST_SCOPE),
+    ];
+    let mut watch = Watch::start(&env, 2);
     let tea = r#"{"product":"Tea","quantity":1}"#;
 
     // The first request also waits for watch to build and start the function.
@@ -222,7 +131,7 @@ fn cargo_lambda_watch_serves_the_function_end_to_end() {
                 "--invoke-address",
                 "127.0.0.1",
                 "--invoke-port",
-                &watch.port.to_string(),
+                &watch.port().to_string(),
             ])
             .args(["--data-file", &format!("events/{}", expected.file)])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
