@@ -150,15 +150,19 @@ impl App {
     /// succeeds while Redis is down) and the layer, writing each line at
     /// once.
     pub fn from_config(config: &Config) -> Result<Self, ConnectError> {
-        Self::deferring(config, None)
+        Self::open(config, None)
     }
 
-    /// [`App::from_config`], holding the lines in `deferred` if given: how
-    /// `main` builds it.
-    pub fn deferring(
+    /// [`App::from_config`], holding the lines in `lines` until the
+    /// runtime flushes them after each response: how `main` builds it.
+    pub fn with_deferred_lines(
         config: &Config,
-        deferred: Option<DeferredLines>,
+        lines: DeferredLines,
     ) -> Result<Self, ConnectError> {
+        Self::open(config, Some(lines))
+    }
+
+    fn open(config: &Config, deferred: Option<DeferredLines>) -> Result<Self, ConnectError> {
         let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
         Ok(Self::new(store, config, deferred))
     }

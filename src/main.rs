@@ -45,7 +45,7 @@ async fn serve() -> Result<(), Error> {
     // Start-up succeeds while Redis is down; requests get 503 until it is back.
     // Each request's log-and-metric line is written after its response.
     let lines = DeferredLines::new();
-    let app = App::deferring(&config, Some(lines.clone()))?;
+    let app = App::with_deferred_lines(&config, lines.clone())?;
     if config.connect_at_init {
         app.warm_up().await;
     }

@@ -15,8 +15,9 @@
 //! - **The per-request log-and-metric lines are written once the response
 //!   is out**, by the outermost layer. The service inside it posts the
 //!   response to the Runtime API, so its future ends only after Lambda has
-//!   the response: formatting the line and its `write` no longer delay the
-//!   client. Lambda freezes an execution environment only when the runtime
+//!   the response: the line's `write` no longer delays the client (the
+//!   line is still formatted, into memory, before the response leaves).
+//!   Lambda freezes an execution environment only when the runtime
 //!   asks for the next event, which happens after the flush, so no line is
 //!   lost to a freeze.
 //!

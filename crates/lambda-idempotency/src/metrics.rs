@@ -45,10 +45,10 @@ pub(crate) struct Emf {
 
 /// Per-request lines held back until the response has been sent.
 ///
-/// Writing the line costs the request a formatted write to stdout before
-/// its response can leave. Given to
+/// Writing the line costs the request a `write` to stdout before its
+/// response can leave. Given to
 /// [`IdempotencyLayerBuilder::defer_lines`](crate::IdempotencyLayerBuilder::defer_lines),
-/// the layer appends each line here instead, and whoever runs the function
+/// the layer appends each formatted line here instead, and whoever runs the function
 /// calls [`DeferredLines::flush`] once the response is out: with
 /// `lambda_runtime`, a `Runtime::layer` service that flushes after its
 /// inner service (which posts the response) finished. Lambda freezes the
