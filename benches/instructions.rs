@@ -65,7 +65,12 @@ pub async fn count(
             path.name, counts[p].instructions
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    // `BENCH_KEEP_CALLGRIND=1` keeps the profiles, for callgrind_annotate.
+    if std::env::var_os("BENCH_KEEP_CALLGRIND").is_some() {
+        eprintln!("callgrind profiles kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     counts
 }
 

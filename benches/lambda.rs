@@ -53,6 +53,16 @@ const QUIET: &[(&str, &str)] = &[("RUST_LOG", "error"), ("METRICS_NAMESPACE", ""
 /// Extra environment variables of one instance.
 type Env = &'static [(&'static str, &'static str)];
 
+/// A new order's event without its `Idempotency-Key`.
+fn missing_key() -> Value {
+    let mut event = order("x", TEA);
+    event["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    event
+}
+
 fn get(path: &str) -> Value {
     v2_event("GET", path, &[], None)
 }
@@ -155,14 +165,11 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
         .find(|k| !before.contains(k))
         .expect("bench-busy");
     hold_in_progress(redis, &busy);
-    let mut missing = order("x", TEA);
-    missing["headers"]
-        .as_object_mut()
-        .unwrap()
-        .remove("idempotency-key");
+    let missing = missing_key();
     let run = uuid::Uuid::new_v4().simple().to_string();
     let quiet_run = run.clone();
-    vec![
+    let baseline_location = location.clone();
+    let mut paths = vec![
         // The floors get the same event as a new request, so that parsing
         // and moving the event cost them what it costs the function.
         Bench {
@@ -230,6 +237,50 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
             harness: 3,
             event: Box::new(|_| order("bench-replay", TEA)),
             status: 201,
+        },
+    ];
+    if harnesses.len() > 4 {
+        paths.extend(baseline_paths(&baseline_location));
+    }
+    paths
+}
+
+/// The baseline binary's (`BENCH_BASELINE`) paths: harness 4, deployed
+/// configuration, on the records the function made (same record format).
+fn baseline_paths(location: &str) -> Vec<Bench> {
+    let location = location.to_owned();
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let missing = missing_key();
+    vec![
+        Bench {
+            name: "baseline: new order",
+            harness: 4,
+            event: Box::new(move |i| order(&format!("bench-base-{run}-{i}"), TEA)),
+            status: 201,
+        },
+        Bench {
+            name: "baseline: replay",
+            harness: 4,
+            event: Box::new(|_| order("bench-replay", TEA)),
+            status: 201,
+        },
+        Bench {
+            name: "baseline: in progress (409)",
+            harness: 4,
+            event: Box::new(|_| order("bench-busy", TEA)),
+            status: 409,
+        },
+        Bench {
+            name: "baseline: missing key (400)",
+            harness: 4,
+            event: Box::new(move |_| missing.clone()),
+            status: 400,
+        },
+        Bench {
+            name: "baseline: GET /orders/{id}",
+            harness: 4,
+            event: Box::new(move |_| get(&location)),
+            status: 200,
         },
     ]
 }
@@ -521,12 +572,17 @@ async fn main() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let function = std::env::var_os("BENCH_FUNCTION")
         .map_or_else(|| release.join("idempotent-orders"), PathBuf::from);
-    let processes: [(PathBuf, Env); 4] = [
+    let mut processes: Vec<(PathBuf, Env)> = vec![
         (release.join("examples/floor-echo"), QUIET),
         (release.join("examples/floor-one-rtt"), QUIET),
         (function.clone(), DEPLOYED),
         (function.clone(), QUIET),
     ];
+    // `BENCH_BASELINE=<a release binary>`: an A/B comparison in one run;
+    // its paths are named "baseline: …".
+    if let Some(baseline) = std::env::var_os("BENCH_BASELINE") {
+        processes.push((PathBuf::from(baseline), DEPLOYED));
+    }
     let mut harnesses = Vec::new();
     for (binary, env) in &processes {
         harnesses.push(start(binary, 1, &redis, env).await);
@@ -534,16 +590,27 @@ async fn main() {
     let paths = paths(&harnesses, &redis).await;
     // `-- instructions [path name prefix …]`: count instructions instead,
     // of the floors and the named paths (all when none is named).
-    let mut args = std::env::args().skip_while(|a| a != "instructions");
-    if args.next().is_some() {
-        drop(harnesses);
-        let only: Vec<String> = args.filter(|a| !a.starts_with("--")).collect();
+    // `-- latency [path name prefix …]`: only the latency table, of the
+    // floors and the named paths.
+    let mode = std::env::args().find(|a| a == "instructions" || a == "latency");
+    if let Some(mode) = mode {
+        let only: Vec<String> = std::env::args()
+            .skip_while(|a| *a != mode)
+            .skip(1)
+            .filter(|a| !a.starts_with("--"))
+            .collect();
         let paths: Vec<Bench> = paths
             .into_iter()
             .filter(|p| {
                 p.harness < 2 || only.is_empty() || only.iter().any(|o| p.name.starts_with(o))
             })
             .collect();
+        if mode == "latency" {
+            let durations = latency(&paths, &harnesses).await;
+            report::print_latency(&paths, &durations);
+            return;
+        }
+        drop(harnesses);
         let counts = instructions::count(&paths, &processes, &redis).await;
         instructions::print_and_save(&paths, &counts, &function);
         return;

@@ -125,6 +125,28 @@ fn machine() -> (String, usize) {
     )
 }
 
+/// The latency table alone (`-- latency`): median, p90, p99 and the
+/// extra over `floor-echo` in RTTs, the floors being paths 0 and 1.
+pub fn print_latency(paths: &[Bench], durations: &[Percentiles]) {
+    let echo = durations[0].median;
+    let rtt = durations[1].median - echo;
+    println!(
+        "\n| path | median | p90 | p99 | extra | extra / RTT |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for (path, d) in paths.iter().zip(durations) {
+        let extra = d.median - echo;
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {extra:.0} | {:.2} |",
+            path.name,
+            d.median,
+            d.p90,
+            d.p99,
+            extra / rtt
+        );
+    }
+    println!("\nRTT = floor-one-rtt − floor-echo = {rtt:.0} µs");
+}
+
 pub fn print_and_save(paths: &[Bench], r: &Results) {
     let (cpu, cores) = machine();
     println!("\nmachine: {cpu}, {cores} cores; {PER_PATH} invocations per path; µs on the Runtime API side\n");

@@ -99,6 +99,11 @@ impl Entry<'_> {
 }
 
 impl IdempotencyStore for MemoryStore {
+    /// Calls never wait.
+    fn max_call_time(&self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+
     async fn claim(
         &self,
         key: &StoreKey,

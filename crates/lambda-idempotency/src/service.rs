@@ -172,7 +172,12 @@ where
     let lease = settings.lease_for(time_left(c.deadline));
     let started = Instant::now();
     let payload = in_progress_payload(&c.fingerprint, now_ms() + millis(lease));
-    let claimed = bounded(c.deadline, store.claim(&c.key, &c.owner, &payload, lease)).await;
+    let claimed = bounded(
+        store,
+        c.deadline,
+        store.claim(&c.key, &c.owner, &payload, lease),
+    )
+    .await;
     if let Err(StoreFailure::Deadline | StoreFailure::Store(StoreError::Timeout(_))) = &claimed {
         // The claim may have been applied after all: give it back, so the
         // client's retry is not held off for the whole lease.
@@ -295,12 +300,18 @@ fn unavailable(
 
 /// Runs a store call bounded by the deadline too (keeping a margin), so the
 /// function answers before Lambda stops it, whatever the store's own
-/// timeout says.
-async fn bounded<T>(
+/// timeout says. No timer is started when the store's own bound
+/// ([`IdempotencyStore::max_call_time`]) ends first: each timer started
+/// while none is pending wakes tokio's driver (two system calls).
+async fn bounded<T, St: IdempotencyStore>(
+    store: &St,
     deadline: Option<SystemTime>,
     call: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreFailure> {
-    match time_left(deadline).map(|left| left.saturating_sub(DEADLINE_MARGIN)) {
+    let budget = time_left(deadline)
+        .map(|left| left.saturating_sub(DEADLINE_MARGIN))
+        .filter(|&budget| store.max_call_time().is_none_or(|max| max > budget));
+    match budget {
         Some(budget) => match tokio::time::timeout(budget, call).await {
             Ok(result) => result.map_err(StoreFailure::from),
             Err(_) => Err(StoreFailure::Deadline),
@@ -334,6 +345,7 @@ async fn complete<St: IdempotencyStore>(
     let mut attempt = 1;
     let error = loop {
         let attempt_result = bounded(
+            &shared.store,
             c.deadline,
             shared.store.complete(&c.key, &c.owner, payload, retention),
         )
@@ -378,7 +390,7 @@ async fn release<St: IdempotencyStore>(
     owner: &OwnerToken,
     deadline: Option<SystemTime>,
 ) {
-    if let Err(e) = bounded(deadline, store.release(key, owner)).await {
+    if let Err(e) = bounded(store, deadline, store.release(key, owner)).await {
         tracing::warn!(
             key_hash = key.hash(),
             error = %e,

@@ -67,6 +67,15 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         payload: &[u8],
         lease: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The longest any one call of this store can take, when the store
+    /// bounds its calls itself. The layer bounds each call by the
+    /// invocation's deadline too, and starts a timer for that only when
+    /// less time than this is left. `None` (the default): every call gets
+    /// that timer.
+    fn max_call_time(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// Whether a record is still being worked on or holds a final response.

@@ -12,6 +12,14 @@
 //!
 //! Reconnect retries are few and short because every call is also bounded
 //! by a timeout: a request must fail fast, not hang.
+//!
+//! That timeout is this type's own: one timer per command, around the whole
+//! command (a wait for a reconnect included). The store's own copy has none:
+//! the store bounds each of its calls (which may be several commands) by one
+//! timer of its own. The standalone connection sets no response timeout of
+//! the redis crate's on top: tokio wakes its driver (an `eventfd` write,
+//! and one more `epoll_wait`) for every timer started while no other timer
+//! is pending, so each redundant timer costs two system calls per command.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,9 +54,14 @@ pub enum ConnectError {
 /// A shared, self-reconnecting Redis connection, standalone or cluster.
 ///
 /// Cheap to clone; every clone multiplexes over the same socket. Commands
-/// time out after [`RedisOptions::timeout`].
+/// time out after [`RedisOptions::timeout`] (an I/O error of kind
+/// `TimedOut`: `RedisError::is_timeout` is true).
 #[derive(Clone)]
-pub struct RedisConnection(Inner);
+pub struct RedisConnection {
+    inner: Inner,
+    /// `None` only on the store's own copy.
+    timeout: Option<Duration>,
+}
 
 #[derive(Clone)]
 enum Inner {
@@ -88,6 +101,8 @@ impl RedisConnection {
         if options.cluster {
             let mut builder = ClusterClient::builder([url])
                 .connection_timeout(timeout)
+                // The cluster client retries a command on another node;
+                // this bounds each attempt, the outer bound the whole.
                 .response_timeout(timeout)
                 .retries(2);
             if let Some(certs) = certs {
@@ -97,7 +112,11 @@ impl RedisConnection {
                 builder = builder.set_credentials_provider(credentials);
             }
             let client = builder.build().map_err(ConnectError::Client)?;
-            return Ok(Self(Inner::Cluster(Arc::new((client, OnceCell::new())))));
+            let inner = Inner::Cluster(Arc::new((client, OnceCell::new())));
+            return Ok(Self {
+                inner,
+                timeout: Some(timeout),
+            });
         }
         let client = match certs {
             None => redis::Client::open(url),
@@ -106,7 +125,7 @@ impl RedisConnection {
         .map_err(ConnectError::Client)?;
         let mut config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(Duration::from_millis(100));
@@ -114,7 +133,10 @@ impl RedisConnection {
             config = config.set_credentials_provider(credentials);
         }
         ConnectionManager::new_lazy_with_config(client, config)
-            .map(|manager| Self(Inner::Single(manager)))
+            .map(|manager| Self {
+                inner: Inner::Single(manager),
+                timeout: Some(timeout),
+            })
             .map_err(ConnectError::Client)
     }
 }
@@ -129,13 +151,55 @@ async fn cluster(
     Ok(conn.clone())
 }
 
+impl RedisConnection {
+    /// The same connection without the per-command timeout, for a caller
+    /// that bounds its calls itself.
+    pub(crate) fn unbounded(self) -> Self {
+        Self {
+            timeout: None,
+            ..self
+        }
+    }
+
+    /// The same connection, each command bounded by `timeout`.
+    pub(crate) fn bounded(&self, timeout: Duration) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            timeout: Some(timeout),
+        }
+    }
+}
+
+/// `request` bounded by `timeout`, if any.
+fn bounded<'a, T: Send + 'a>(
+    timeout: Option<Duration>,
+    request: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a,
+) -> RedisFuture<'a, T> {
+    let Some(timeout) = timeout else {
+        return Box::pin(request);
+    };
+    Box::pin(async move {
+        match tokio::time::timeout(timeout, request).await {
+            Ok(result) => result,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no answer from Redis within the command timeout",
+            )
+            .into()),
+        }
+    })
+}
+
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.0 {
-            Inner::Single(conn) => conn.req_packed_command(cmd),
+        let timeout = self.timeout;
+        match &mut self.inner {
+            Inner::Single(conn) => bounded(timeout, conn.req_packed_command(cmd)),
             Inner::Cluster(shared) => {
                 let shared = Arc::clone(shared);
-                Box::pin(async move { cluster(&shared).await?.req_packed_command(cmd).await })
+                bounded(timeout, async move {
+                    cluster(&shared).await?.req_packed_command(cmd).await
+                })
             }
         }
     }
@@ -146,11 +210,14 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.0 {
-            Inner::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+        let timeout = self.timeout;
+        match &mut self.inner {
+            Inner::Single(conn) => {
+                bounded(timeout, conn.req_packed_commands(pipeline, offset, count))
+            }
             Inner::Cluster(shared) => {
                 let shared = Arc::clone(shared);
-                Box::pin(async move {
+                bounded(timeout, async move {
                     cluster(&shared)
                         .await?
                         .req_packed_commands(pipeline, offset, count)
@@ -161,7 +228,7 @@ impl ConnectionLike for RedisConnection {
     }
 
     fn get_db(&self) -> i64 {
-        match &self.0 {
+        match &self.inner {
             Inner::Single(conn) => conn.get_db(),
             Inner::Cluster(_) => 0,
         }

@@ -211,7 +211,9 @@ struct Scripts {
 impl RedisStore {
     /// A store over a new lazy connection to `url`.
     pub fn open(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
-        let conn = RedisConnection::open(url, &options)?;
+        // Unbounded: `call` bounds each call, reconnects and script
+        // reloads included, by one timer.
+        let conn = RedisConnection::open(url, &options)?.unbounded();
         Ok(Self {
             conn,
             options: Arc::new(options),
@@ -272,7 +274,7 @@ impl RedisStore {
     /// connection per instance, and with [`RedisOptions::min_replicas`] a
     /// completion's `WAIT` also covers the writes sent on it before.
     pub fn connection(&self) -> RedisConnection {
-        self.conn.clone()
+        self.conn.bounded(self.options.timeout)
     }
 
     /// Runs one call bounded by the timeout, retrying once when the
@@ -574,6 +576,14 @@ impl IdempotencyStore for RedisStore {
             .script::<i64>(&self.scripts.release, key, &args)
             .await?
             == 1)
+    }
+
+    /// Each method makes at most two calls to Redis (a claim may fall back
+    /// to Lua, or to a read when Redis is full), each of at most two
+    /// attempts (a dropped connection is retried once), each attempt
+    /// bounded by the timeout.
+    fn max_call_time(&self) -> Option<Duration> {
+        Some(self.options.timeout * 4)
     }
 
     async fn renew(

@@ -337,3 +337,49 @@ fn urls_are_checked_and_iam_needs_tls() {
     );
     assert!(iam.validate_url("rediss://cache:6379").is_ok());
 }
+
+#[tokio::test]
+async fn against_a_frozen_redis_every_command_and_every_store_call_times_out_in_its_bound() {
+    // The connection bounds each command itself (one timer, no response
+    // timeout of the redis crate's); the store's own copy is unbounded and
+    // each store call is bounded by the store instead. Both must still end.
+    let redis = RedisServer::start();
+    let timeout = Duration::from_millis(200);
+    let store = store(
+        &redis,
+        RedisOptions {
+            timeout,
+            ..RedisOptions::default()
+        },
+    );
+    let mut conn = store.connection();
+    let _: () = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .expect("PING");
+    redis.pause();
+
+    let started = std::time::Instant::now();
+    let get = guard(redis::cmd("GET").arg("k").query_async::<Value>(&mut conn)).await;
+    let waited = started.elapsed();
+    assert!(get.as_ref().is_err_and(|e| e.is_timeout()), "{get:?}");
+    assert!(waited >= timeout && waited < timeout * 3, "{waited:?}");
+
+    let started = std::time::Instant::now();
+    let claim = guard(store.claim(&key("frozen"), &owner("a"), b"p", LEASE)).await;
+    let waited = started.elapsed();
+    assert!(
+        matches!(claim, Err(StoreError::Timeout(t)) if t == timeout),
+        "{claim:?}"
+    );
+    let bound = store.max_call_time().expect("a bound");
+    assert!(waited >= timeout && waited < bound, "{waited:?}");
+    redis.resume();
+}
+
+/// `call`'s output, or a failed test (not a hung one) after 5 s.
+async fn guard<T>(call: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("unbounded: still waiting after 5 s")
+}

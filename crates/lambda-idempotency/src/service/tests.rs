@@ -419,3 +419,43 @@ async fn a_handler_still_running_past_its_deadline_keeps_its_lease() {
     assert_eq!(first.await.unwrap().status(), 201);
     assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
 }
+
+/// A store call that answers after `delay` (tokio's clock).
+async fn answers_after(delay: Duration) -> Result<(), crate::StoreError> {
+    tokio::time::sleep(delay).await;
+    Ok(())
+}
+
+fn in_one_second() -> Option<std::time::SystemTime> {
+    Some(std::time::SystemTime::now() + Duration::from_secs(1))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_call_is_cut_at_the_deadline_when_the_store_sets_no_bound_of_its_own() {
+    // `SharedStore` declares no bound: the layer's deadline timer is the
+    // only thing between a hung store and Lambda stopping the function.
+    let store = SharedStore(store());
+    let outcome = super::bounded(
+        &store,
+        in_one_second(),
+        answers_after(Duration::from_secs(60)),
+    );
+    assert!(matches!(
+        outcome.await,
+        Err(crate::error::StoreFailure::Deadline)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_whose_own_bound_ends_before_the_deadline_gets_no_deadline_timer() {
+    // `MemoryStore` declares that its calls never wait, so the layer trusts
+    // it and starts no timer: a call that (against that promise) takes 60 s
+    // is not cut at the deadline 1 s away.
+    let store = MemoryStore::new();
+    let outcome = super::bounded(
+        &store,
+        in_one_second(),
+        answers_after(Duration::from_secs(60)),
+    );
+    assert!(outcome.await.is_ok());
+}
