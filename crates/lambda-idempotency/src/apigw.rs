@@ -26,21 +26,10 @@ use lambda_http::{Request, RequestExt};
 
 /// The request path without any API Gateway stage or base-path prefix.
 pub fn route_path(req: &Request) -> Cow<'_, str> {
-    let template = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx
-            .route_key
-            .as_deref()
-            .and_then(|key| key.split_once(' ').map(|(_, path)| path)),
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.resource_path.as_deref(),
-        _ => None,
-    };
-    if let Some(path) = template
-        .filter(|t| t.starts_with('/'))
-        .and_then(|t| fill(t, req))
-    {
-        return Cow::Owned(path);
+    match route_template(req).and_then(|t| fill(t, req)) {
+        Some(path) => Cow::Owned(path),
+        None => Cow::Borrowed(raw_path(req)),
     }
-    Cow::Borrowed(raw_path(req))
 }
 
 /// What names the operation in a record key: the route template and each
@@ -68,6 +57,7 @@ pub(crate) fn route_identity(req: &Request) -> String {
     out
 }
 
+/// The route API Gateway matched (`/orders/{id}`), if it is a path.
 fn route_template(req: &Request) -> Option<&str> {
     let template = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx
