@@ -27,6 +27,7 @@
 pub mod app;
 pub mod config;
 pub mod entry;
+pub mod logging;
 pub mod problems;
 pub mod runtime;
 

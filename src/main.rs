@@ -31,7 +31,7 @@ fn main() -> Result<(), Error> {
 
 async fn serve() -> Result<(), Error> {
     // JSON when AWS_LAMBDA_LOG_FORMAT=JSON; level from AWS_LAMBDA_LOG_LEVEL or RUST_LOG.
-    lambda_http::tracing::init_default_subscriber();
+    idempotent_orders::logging::init();
 
     // A bad variable stops start-up here, naming the variable.
     let config = Config::from_env()?;

@@ -603,15 +603,22 @@ async fn every_request_writes_one_json_line_that_is_both_its_log_record_and_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_metrics_every_request_logs_one_json_line_with_its_outcome() {
+async fn without_metrics_every_request_logs_one_json_line_with_its_outcome_and_request_id() {
     let logs = logs_of(&[("METRICS_NAMESPACE", "")]).await;
     let mut outcomes = Vec::new();
+    let mut ids = Vec::new();
     for line in logs.lines().filter(|l| !l.trim().is_empty()) {
         let json: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         assert!(json["_aws"].is_null(), "no metric line: {line}");
         if let Some(outcome) = json["fields"]["outcome"].as_str() {
             assert!(json["fields"]["key_hash"].is_string() && json["fields"]["status"].is_number());
+            // Written inside the invocation, so it names it.
+            let id = json["requestId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no requestId: {line}"));
+            assert!(!id.is_empty() && !ids.contains(&id.to_owned()), "{logs}");
+            ids.push(id.to_owned());
             assert!(
                 !line.contains("emf-1"),
                 "the raw key never reaches the logs"

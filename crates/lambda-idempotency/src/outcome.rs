@@ -65,7 +65,7 @@ pub(crate) struct Tally<'a, St> {
     /// Time spent inside the wrapped handler (not the layer's overhead).
     handler: Duration,
     /// The Lambda request id, for the metric line (the `tracing` event
-    /// gets it from the runtime's span).
+    /// gets it from whatever the runtime adds to log lines).
     request_id: String,
 }
 

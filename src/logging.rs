@@ -1,0 +1,189 @@
+//! Logs: `lambda_http`'s default subscriber (text, or JSON under
+//! `AWS_LAMBDA_LOG_FORMAT=JSON`; level from `AWS_LAMBDA_LOG_LEVEL` or
+//! `RUST_LOG`), with each line naming the invocation it belongs to.
+//!
+//! `lambda_runtime`'s `TracingLayer` names it by opening a `tracing` span
+//! per invocation. With a subscriber at INFO that costs every invocation
+//! the span's creation (its fields formatted as JSON into a string) and an
+//! enter and an exit on every poll, about 10,000 instructions and a few
+//! microseconds, although most invocations log nothing but their
+//! log-and-metric line, which carries the request id itself. Here the
+//! request id is kept in a task-local for the invocation's future instead
+//! ([`RequestIdLayer`]): setting it is a pointer swap per poll, and only a
+//! line that is actually written looks it up ([`WithRequestId`]). JSON
+//! lines get a top-level `requestId` property, as in Lambda's own JSON log
+//! format; text lines start with the id.
+//!
+//! Tasks spawned from an invocation (a background release) do not inherit
+//! it, as they did not inherit the span.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use lambda_http::lambda_runtime::LambdaInvocation;
+use lambda_http::tower::{Layer, Service};
+use lambda_http::tracing::subscriber::filter::{EnvFilter, LevelFilter};
+use lambda_http::tracing::subscriber::fmt::format::Writer;
+use lambda_http::tracing::subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use lambda_http::tracing::subscriber::registry::LookupSpan;
+use lambda_http::Error;
+use tracing::{Event, Subscriber};
+
+tokio::task_local! {
+    /// The request id of the invocation whose future is being polled.
+    static REQUEST_ID: Arc<str>;
+}
+
+/// Installs the global subscriber, configured as `lambda_http`'s default
+/// one is, but naming the invocation on each line.
+pub fn init() {
+    let json = std::env::var("AWS_LAMBDA_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let level = std::env::var("AWS_LAMBDA_LOG_LEVEL")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .ok()
+        .and_then(|l| LevelFilter::from_str(&l).ok())
+        .unwrap_or(LevelFilter::INFO);
+    let filter = EnvFilter::builder()
+        .with_default_directive(level.into())
+        .from_env_lossy();
+    let builder = lambda_http::tracing::subscriber::fmt()
+        .with_target(false)
+        .without_time()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    if json {
+        builder
+            .json()
+            .map_event_format(|format| WithRequestId::new(format, true))
+            .init();
+    } else {
+        builder
+            .map_event_format(|format| WithRequestId::new(format, false))
+            .init();
+    }
+}
+
+/// An event format that adds the current invocation's request id to what
+/// the format `F` writes.
+pub struct WithRequestId<F> {
+    inner: F,
+    json: bool,
+}
+
+impl<F> WithRequestId<F> {
+    /// Wraps `inner`, which writes JSON objects when `json` is set.
+    pub fn new(inner: F, json: bool) -> Self {
+        Self { inner, json }
+    }
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithRequestId<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let Ok(id) = REQUEST_ID.try_with(Arc::clone) else {
+            return self.inner.format_event(ctx, writer, event);
+        };
+        if !self.json {
+            write!(writer, "{id} ")?;
+            return self.inner.format_event(ctx, writer, event);
+        }
+        let mut line = String::new();
+        self.inner
+            .format_event(ctx, Writer::new(&mut line), event)?;
+        writer.write_str(&with_property(&line, "requestId", &id))
+    }
+}
+
+/// `line`, a JSON object and a newline, with `"name":value` added as its
+/// last property; `line` as it is when it is not such an object.
+fn with_property(line: &str, name: &str, value: &str) -> String {
+    let body = line.trim_end();
+    let Some(open) = body.strip_suffix('}') else {
+        return line.to_owned();
+    };
+    let comma = if open.trim_end().ends_with('{') {
+        ""
+    } else {
+        ","
+    };
+    let quoted = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
+    format!("{open}{comma}\"{name}\":{quoted}}}\n")
+}
+
+/// Runs each invocation with its request id in [`REQUEST_ID`].
+pub struct RequestIdLayer;
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIds<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIds(inner)
+    }
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Clone)]
+pub struct RequestIds<S>(S);
+
+impl<S> Service<LambdaInvocation> for RequestIds<S>
+where
+    S: Service<LambdaInvocation, Response = (), Error = Error>,
+{
+    type Response = ();
+    type Error = Error;
+    type Future = tokio::task::futures::TaskLocalFuture<Arc<str>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
+        let id: Arc<str> = Arc::from(invocation.context.request_id.as_str());
+        // The inner `call` runs the handler's synchronous part: it logs too.
+        let future = REQUEST_ID.sync_scope(Arc::clone(&id), || self.0.call(invocation));
+        REQUEST_ID.scope(id, future)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_id_becomes_the_last_property_of_a_json_line() {
+        let line = with_property(
+            "{\"level\":\"WARN\",\"fields\":{\"message\":\"m\"}}\n",
+            "requestId",
+            "r-\"1\"",
+        );
+        assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
+        let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(json["requestId"], "r-\"1\"");
+        assert_eq!(json["fields"]["message"], "m");
+    }
+
+    #[test]
+    fn an_empty_object_gets_no_leading_comma() {
+        let line = with_property("{}\n", "requestId", "r");
+        assert_eq!(line, "{\"requestId\":\"r\"}\n");
+    }
+
+    #[test]
+    fn a_line_that_is_not_an_object_is_left_alone() {
+        assert_eq!(
+            with_property("plain text\n", "requestId", "r"),
+            "plain text\n"
+        );
+    }
+}
