@@ -35,27 +35,41 @@ pub(crate) struct Line<'a> {
 
 /// The part of every line that never changes for a layer: made once.
 pub(crate) struct Emf {
-    /// `{"_aws":{"Timestamp":`
-    head: &'static str,
     /// `,"CloudWatchMetrics":[…]},"FunctionName":"…"`
-    tail: String,
+    tail: Arc<str>,
     /// Where lines wait for the response to be sent, if they do.
     deferred: Option<DeferredLines>,
 }
 
+/// `{"_aws":{"Timestamp":`, the start of every line.
+const HEAD: &str = r#"{"_aws":{"Timestamp":"#;
+
 /// Per-request lines held back until the response has been sent.
 ///
 /// Writing the line costs the request a `write` to stdout before its
-/// response can leave. Given to
+/// response can leave, and formatting it a few thousand instructions.
+/// Given to
 /// [`IdempotencyLayerBuilder::defer_lines`](crate::IdempotencyLayerBuilder::defer_lines),
-/// the layer appends each formatted line here instead, and whoever runs the function
-/// calls [`DeferredLines::flush`] once the response is out: with
+/// the layer keeps each line's values here instead, and whoever runs the
+/// function calls [`DeferredLines::flush`] once the response is out: with
 /// `lambda_runtime`, a `Runtime::layer` service that flushes after its
 /// inner service (which posts the response) finished. Lambda freezes the
 /// process only when it asks for the next event, so a line flushed before
 /// that is never lost to a freeze.
 #[derive(Clone, Default)]
-pub struct DeferredLines(Arc<Mutex<Vec<u8>>>);
+pub struct DeferredLines(Arc<Mutex<Vec<Held>>>);
+
+/// A line's values, as kept until the flush formats them.
+struct Held {
+    tail: Arc<str>,
+    timestamp_ms: u64,
+    outcome: &'static str,
+    key_hash: String,
+    status: u16,
+    duration: Duration,
+    overhead: Duration,
+    request_id: String,
+}
 
 impl DeferredLines {
     /// An empty buffer.
@@ -63,18 +77,38 @@ impl DeferredLines {
         Self::default()
     }
 
-    /// Writes every line held so far to stdout in one `write` call.
+    /// Formats every line held so far and writes them to stdout in one
+    /// `write` call.
     pub fn flush(&self) {
-        let pending = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        if !pending.is_empty() {
-            // Best effort, as for a line written at once.
-            let _ = std::io::stdout().lock().write_all(&pending);
-        }
+        self.flush_to(&mut std::io::stdout().lock());
     }
 
-    fn push(&self, line: &str) {
-        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        held.extend_from_slice(line.as_bytes());
+    fn flush_to(&self, to: &mut impl std::io::Write) {
+        let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        if held.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(held.len() * 512);
+        for h in &held {
+            let line = Line {
+                outcome: h.outcome,
+                key_hash: &h.key_hash,
+                status: h.status,
+                duration: h.duration,
+                overhead: h.overhead,
+                request_id: &h.request_id,
+            };
+            write_line(&mut out, &h.tail, &line, h.timestamp_ms);
+        }
+        // Best effort, as for a line written at once.
+        let _ = to.write_all(out.as_bytes());
+    }
+
+    fn hold(&self, held: Held) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(held);
     }
 }
 
@@ -88,49 +122,65 @@ impl Emf {
             quote(function)
         );
         Self {
-            head: r#"{"_aws":{"Timestamp":"#,
-            tail,
+            tail: tail.into(),
             deferred,
         }
     }
 
     /// The line for one request, at `timestamp_ms`, ending in a newline.
+    #[cfg(test)]
     pub(crate) fn line(&self, line: &Line<'_>, timestamp_ms: u64) -> String {
-        let mut out = String::with_capacity(self.tail.len() + 320);
-        out.push_str(self.head);
-        let _ = write!(out, "{timestamp_ms}");
-        out.push_str(&self.tail);
-        let outcome = line.outcome;
-        let _ = write!(
-            out,
-            r#","Outcome":"{outcome}","{REQUESTS_METRIC}":1,"{OVERHEAD_METRIC}":{},"level":"INFO","message":"idempotency","outcome":"{outcome}","key_hash":"{}","status":{},"duration_ms":{},"requestId":"#,
-            round_ms(line.overhead),
-            line.key_hash,
-            line.status,
-            round_ms(line.duration),
-        );
-        // Request ids come from Lambda; quote them anyway.
-        out.push_str(&serde_json::to_string(line.request_id).unwrap_or_else(|_| "\"\"".to_owned()));
-        out.push_str("}\n");
+        let mut out = String::new();
+        write_line(&mut out, &self.tail, line, timestamp_ms);
         out
     }
 
     /// Writes the line for one request to stdout in one `write` call, so
-    /// it is never interleaved with another line; or holds it back, when
-    /// lines are deferred.
+    /// it is never interleaved with another line; or holds its values
+    /// back, when lines are deferred.
     pub(crate) fn emit(&self, line: &Line<'_>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let text = self.line(line, now);
         match &self.deferred {
-            Some(deferred) => deferred.push(&text),
-            // Metrics are best effort: a closed stdout must not fail the request.
+            Some(deferred) => deferred.hold(Held {
+                tail: Arc::clone(&self.tail),
+                timestamp_ms: now,
+                outcome: line.outcome,
+                key_hash: line.key_hash.to_owned(),
+                status: line.status,
+                duration: line.duration,
+                overhead: line.overhead,
+                request_id: line.request_id.to_owned(),
+            }),
             None => {
-                let _ = std::io::stdout().lock().write_all(text.as_bytes());
+                let mut out = String::new();
+                write_line(&mut out, &self.tail, line, now);
+                // Metrics are best effort: a closed stdout must not fail the request.
+                let _ = std::io::stdout().lock().write_all(out.as_bytes());
             }
         }
     }
+}
+
+/// Appends one request's line, ending in a newline, to `out`.
+fn write_line(out: &mut String, tail: &str, line: &Line<'_>, timestamp_ms: u64) {
+    out.reserve(tail.len() + 320);
+    out.push_str(HEAD);
+    let _ = write!(out, "{timestamp_ms}");
+    out.push_str(tail);
+    let outcome = line.outcome;
+    let _ = write!(
+        out,
+        r#","Outcome":"{outcome}","{REQUESTS_METRIC}":1,"{OVERHEAD_METRIC}":{},"level":"INFO","message":"idempotency","outcome":"{outcome}","key_hash":"{}","status":{},"duration_ms":{},"requestId":"#,
+        round_ms(line.overhead),
+        line.key_hash,
+        line.status,
+        round_ms(line.duration),
+    );
+    // Request ids come from Lambda; quote them anyway.
+    out.push_str(&serde_json::to_string(line.request_id).unwrap_or_else(|_| "\"\"".to_owned()));
+    out.push_str("}\n");
 }
 
 /// Milliseconds with microsecond precision, for logs and metrics.
@@ -194,10 +244,21 @@ mod tests {
         let emf = Emf::new("Orders", "fn-1", Some(deferred.clone()));
         emf.emit(&line());
         emf.emit(&line());
-        let held = String::from_utf8(deferred.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(held.lines().count(), 2, "{held}");
-        assert!(held.lines().all(|l| l.contains(r#""outcome":"replayed""#)));
-        deferred.flush();
+        assert_eq!(deferred.0.lock().unwrap().len(), 2);
+        let mut written = Vec::new();
+        deferred.flush_to(&mut written);
+        let written = String::from_utf8(written).unwrap();
+        assert_eq!(written.lines().count(), 2, "{written}");
+        let expected = emf.line(&line(), 42);
+        for text in written.lines() {
+            let mut json: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert!(json["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+            json["_aws"]["Timestamp"] = 42.into();
+            assert_eq!(
+                json,
+                serde_json::from_str::<serde_json::Value>(&expected).unwrap()
+            );
+        }
         assert!(
             deferred.0.lock().unwrap().is_empty(),
             "flushed lines are gone"
