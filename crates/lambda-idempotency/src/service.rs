@@ -236,8 +236,14 @@ where
                 fingerprint: &c.fingerprint,
                 deadline: c.deadline,
             };
-            let response = tally.time(held.hold(run_handler(inner, req))).await;
-            settle(shared, tally, &c, response).await
+            // Boxed: the handler's future is large, and a replay or a
+            // rejection, which never runs it, should not carry (and move)
+            // its space.
+            Box::pin(async {
+                let response = tally.time(held.hold(run_handler(inner, req))).await;
+                settle(shared, tally, &c, response).await
+            })
+            .await
         }
     }
 }
