@@ -592,6 +592,12 @@ async fn main() {
     // of the floors and the named paths (all when none is named).
     // `-- latency [path name prefix …]`: only the latency table, of the
     // floors and the named paths.
+    // `-- managed`: only the Managed Instances table.
+    if std::env::args().any(|a| a == "managed") {
+        drop(harnesses);
+        report::print_managed(&managed_instances(&function, &redis).await);
+        return;
+    }
     let mode = std::env::args().find(|a| a == "instructions" || a == "latency");
     if let Some(mode) = mode {
         let only: Vec<String> = std::env::args()

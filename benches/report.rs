@@ -147,6 +147,27 @@ pub fn print_latency(paths: &[Bench], durations: &[Percentiles]) {
     println!("\nRTT = floor-one-rtt − floor-echo = {rtt:.0} µs");
 }
 
+/// The Managed Instances table: one process at each concurrency.
+pub fn print_managed(managed: &[Concurrency]) {
+    println!("\nManaged Instances: one process, AWS_LAMBDA_MAX_CONCURRENCY = clients\n");
+    println!("| concurrency | new orders/s | × one slot | p50 | p99 | peak RSS KiB | CPU µs per order: function / redis-server / harness |\n|---:|---:|---:|---:|---:|---:|---|");
+    let Some(single) = managed.first() else {
+        return;
+    };
+    for row in managed {
+        let [function, redis, harness] = row.cpu_us;
+        println!(
+            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {function:.0} / {redis:.0} / {harness:.0} |",
+            row.concurrency,
+            row.per_second,
+            row.per_second / single.per_second,
+            row.latency.median,
+            row.latency.p99,
+            row.rss_kib
+        );
+    }
+}
+
 pub fn print_and_save(paths: &[Bench], r: &Results) {
     let (cpu, cores) = machine();
     println!("\nmachine: {cpu}, {cores} cores; {PER_PATH} invocations per path; µs on the Runtime API side\n");
@@ -209,22 +230,9 @@ pub fn print_and_save(paths: &[Bench], r: &Results) {
     for (n, rate) in &r.throughput {
         println!("| {n} | {rate:.0} |");
     }
-    println!("\nManaged Instances: one process, AWS_LAMBDA_MAX_CONCURRENCY = clients\n");
-    println!("| concurrency | new orders/s | × one slot | p50 | p99 | peak RSS KiB | CPU µs per order: function / redis-server / harness |\n|---:|---:|---:|---:|---:|---:|---|");
-    let single = &r.managed[0];
-    for row in &r.managed {
-        let [function, redis, harness] = row.cpu_us;
-        println!(
-            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {function:.0} / {redis:.0} / {harness:.0} |",
-            row.concurrency,
-            row.per_second,
-            row.per_second / single.per_second,
-            row.latency.median,
-            row.latency.p99,
-            row.rss_kib
-        );
-    }
-    if let Some(eight) = r.managed.iter().find(|m| m.concurrency == 8) {
+    print_managed(&r.managed);
+    let eight = r.managed.iter().find(|m| m.concurrency == 8);
+    if let (Some(single), Some(eight)) = (r.managed.first(), eight) {
         targets.push((
             "throughput at concurrency 8 ≥ 4 × one slot".into(),
             eight.per_second / single.per_second,
