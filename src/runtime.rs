@@ -12,12 +12,14 @@
 //!   sees the event's bytes before the runtime parses them: it parses them
 //!   into the request, hands the request to the handler, and gives the
 //!   runtime a `null` payload to parse. An event that does not parse goes
-//!   through untouched, and the handler gets it raw.
+//!   through untouched, and the handler gets it raw. A 2.0 event is parsed
+//!   as one directly rather than through `LambdaRequest`'s deserialiser,
+//!   which would first read all of it as a REST API event ([`parse`]).
 //! - **The per-request log-and-metric lines are written once the response
 //!   is out**, by the outermost layer. The service inside it posts the
 //!   response to the Runtime API, so its future ends only after Lambda has
-//!   the response: the line's `write` no longer delays the client (the
-//!   line is still formatted, into memory, before the response leaves).
+//!   the response: neither formatting the line nor its `write` delays the
+//!   client.
 //!   Lambda freezes an execution environment only when the runtime
 //!   asks for the next event, which happens after the flush, so no line is
 //!   lost to a freeze.
@@ -35,6 +37,7 @@ use std::cell::RefCell;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_http::lambda_runtime::{LambdaEvent, LambdaInvocation, Runtime};
 use lambda_http::request::LambdaRequest;
 use lambda_http::tower::util::MapResultLayer;
@@ -99,6 +102,40 @@ pub async fn run(app: App, lines: DeferredLines) -> Result<(), Error> {
         .await
 }
 
+/// The event as `lambda_http`'s request, if it is one.
+///
+/// `LambdaRequest`'s own deserialiser copies the event into a raw value and
+/// then tries the REST API (1.0) shape first, which reads the whole of a
+/// 2.0 event (HTTP APIs, function URLs: what this function is deployed
+/// behind) before it fails on the missing `httpMethod`; only then does it
+/// parse the 2.0 shape. An event that says `"version":"2.0"` is parsed as
+/// 2.0 at once here: half the instructions of the whole parse. Every other
+/// event, and a 2.0 event that does not parse so, goes through
+/// `LambdaRequest` as before. A 2.0 event never parses as 1.0 (it has no
+/// `httpMethod`), so the result is the same either way.
+fn parse(event: &[u8]) -> Option<LambdaRequest> {
+    if says_version_2(event) {
+        if let Ok(request) = serde_json::from_slice::<ApiGatewayV2httpRequest>(event) {
+            if request.version.as_deref() == Some("2.0") {
+                return Some(LambdaRequest::ApiGatewayV2(request));
+            }
+        }
+    }
+    serde_json::from_slice::<LambdaRequest>(event).ok()
+}
+
+/// Whether some `"version"` key of the JSON in `event` has the value
+/// `"2.0"` (a quick look, not a parse: [`parse`] checks the parsed field).
+fn says_version_2(event: &[u8]) -> bool {
+    const KEY: &[u8] = br#""version""#;
+    memchr::memmem::find_iter(event, KEY).any(|at| {
+        let after_key = event[at + KEY.len()..].trim_ascii_start();
+        after_key
+            .strip_prefix(b":")
+            .is_some_and(|value| value.trim_ascii_start().starts_with(br#""2.0""#))
+    })
+}
+
 /// Wraps the runtime's service in [`ParseOnce`].
 struct ParseOnceLayer;
 
@@ -127,7 +164,7 @@ where
     }
 
     fn call(&mut self, mut invocation: LambdaInvocation) -> Self::Future {
-        if let Ok(request) = serde_json::from_slice::<LambdaRequest>(&invocation.body) {
+        if let Some(request) = parse(&invocation.body) {
             let raw = std::mem::replace(&mut invocation.body, Bytes::from_static(b"null"));
             let request = Box::new(request);
             PARSED.with(|slot| *slot.borrow_mut() = Some(Parsed { request, raw }));
@@ -136,5 +173,73 @@ where
         // Never left for the next invocation on this thread.
         PARSED.with(|slot| slot.borrow_mut().take());
         future
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every fixture event, as stored (pretty) and compact.
+    fn fixtures() -> Vec<(String, Vec<u8>)> {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
+        let mut events = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let pretty = std::fs::read(&path).unwrap();
+                let value: serde_json::Value = serde_json::from_slice(&pretty).unwrap();
+                let name = path.display().to_string();
+                events.push((
+                    format!("{name} (compact)"),
+                    serde_json::to_vec(&value).unwrap(),
+                ));
+                events.push((name, pretty));
+            }
+        }
+        assert!(events.len() >= 30, "{}", events.len());
+        events
+    }
+
+    #[test]
+    fn every_fixture_event_parses_exactly_as_lambda_http_parses_it() {
+        for (name, event) in fixtures() {
+            let ours = format!("{:?}", parse(&event));
+            let theirs = format!("{:?}", serde_json::from_slice::<LambdaRequest>(&event).ok());
+            assert_eq!(ours, theirs, "{name}");
+        }
+    }
+
+    #[test]
+    fn version_2_events_are_recognised_and_others_are_not() {
+        for (name, event) in fixtures() {
+            let value: serde_json::Value = serde_json::from_slice(&event).unwrap();
+            assert_eq!(says_version_2(&event), value["version"] == "2.0", "{name}");
+        }
+        assert!(says_version_2(br#"{"version" :  "2.0"}"#));
+        assert!(!says_version_2(br#"{"version":"1.0","body":"version"}"#));
+        assert!(!says_version_2(br#"{"version""#));
+    }
+
+    #[test]
+    fn a_version_2_event_that_is_not_an_http_api_event_still_goes_through_lambda_http() {
+        // Claims 2.0 but lacks requestContext: neither shape parses it.
+        assert!(parse(br#"{"version":"2.0"}"#).is_none());
+        // A header named `version` with the value `2.0` in a REST API
+        // event: the parsed version decides, and the event is parsed as
+        // lambda_http would.
+        let v1 = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/rest_v1_post_order_prod_stage.json"
+        ))
+        .unwrap();
+        let mut value: serde_json::Value = serde_json::from_slice(&v1).unwrap();
+        value["headers"]["version"] = "2.0".into();
+        let event = serde_json::to_vec(&value).unwrap();
+        assert!(says_version_2(&event));
+        assert!(matches!(
+            parse(&event),
+            Some(LambdaRequest::ApiGatewayV1(_))
+        ));
     }
 }
