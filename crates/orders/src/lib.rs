@@ -16,6 +16,7 @@
 //! - this file: the two handlers, their errors and the list of the
 //!   problems they answer with ([`PROBLEMS`]).
 
+mod body;
 mod model;
 mod problem;
 mod repo;
@@ -23,11 +24,11 @@ mod repo;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use body::{CreatedBody, OrderBody};
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::tower::Service;
 use lambda_http::{Body, BoxFuture, Request, Response};
 use redis::aio::ConnectionLike;
-use serde_json::json;
 use thiserror::Error;
 
 pub use model::{NewOrder, Order, OrderInputError, MAX_PRODUCT_CHARS, MAX_QUANTITY};
@@ -187,18 +188,18 @@ impl OrderError {
 /// The `201` for a created (or found) order. A pure function of the order,
 /// so every attempt at one request answers the same bytes.
 fn created(order: &Order) -> Response<Body> {
-    let mut response = json_response(
-        StatusCode::CREATED,
-        &json!({ "message": "Order created", "order": order }),
-    );
+    let mut response = json_response(StatusCode::CREATED, &CreatedBody::from(order));
     if let Ok(location) = HeaderValue::from_str(&format!("/orders/{}", order.id)) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
+fn json_response(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    // These bodies are plain structs of strings and numbers: serialising
+    // them cannot fail.
+    let text = serde_json::to_string(body).unwrap_or_default();
+    let mut response = Response::new(Body::Text(text));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -275,7 +276,7 @@ where
     }
     match repo.get(id).await {
         Ok(Some((order, owner))) if owner.as_deref() == asker.map(|a| a.0.as_str()) => {
-            json_response(StatusCode::OK, &json!(order))
+            json_response(StatusCode::OK, &OrderBody::from(&order))
         }
         Ok(_) => OrderError::NotFound.into_response(type_base),
         Err(e) => OrderError::Store(e).into_response(type_base),
