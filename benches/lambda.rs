@@ -360,59 +360,86 @@ async fn instances_throughput(function: &Path, redis: &RedisServer) -> Vec<(usiz
 }
 
 /// One process at `AWS_LAMBDA_MAX_CONCURRENCY` 1, 8 and 32, kept busy by
-/// as many clients: new orders per second, latency, RSS.
+/// as many clients: new orders per second, latency, RSS, CPU per order.
+/// The three processes run in turns (rounds of one-second windows, after a
+/// warm-up), so that the ratios between them are taken under the same
+/// drift of this shared machine, as the latency table's paths are.
 async fn managed_instances(function: &Path, redis: &RedisServer) -> Vec<report::Concurrency> {
-    let mut rows = Vec::new();
-    for concurrency in [1usize, 8, 32] {
+    const LEVELS: [usize; 3] = [1, 8, 32];
+    const ROUNDS: u32 = 5;
+    const WINDOW: Duration = Duration::from_secs(1);
+    let mut lambdas = Vec::new();
+    for concurrency in LEVELS {
         let value = concurrency.to_string();
         let mut env = DEPLOYED.to_vec();
         env.push(("AWS_LAMBDA_MAX_CONCURRENCY", &value));
         let lambda = Arc::new(start(function, 1, redis, &env).await);
         lambda.wait_parked(0, concurrency).await;
-        let pids = [
-            lambda.pid(0).to_string(),
-            redis.pid().map_or_else(String::new, |p| p.to_string()),
-            "self".to_owned(),
-        ];
-        let cpu_before = pids.clone().map(|p| report::cpu_time(&p));
-        let until = Instant::now() + Duration::from_secs(4);
-        let mut tasks = Vec::new();
-        for client in 0..concurrency {
-            let lambda = Arc::clone(&lambda);
-            tasks.push(tokio::spawn(async move {
-                let mut samples = Vec::new();
-                let mut n = 0;
-                while Instant::now() < until {
-                    let event = order(&format!("lmi-{concurrency}-{client}-{n}"), TEA);
-                    let outcome = lambda.invoke(0, &event, DEADLINE).await;
-                    assert_eq!(outcome.status(), Some(201));
-                    samples.push(outcome.elapsed().expect("elapsed"));
-                    n += 1;
-                }
-                samples
-            }));
+        window(&lambda, concurrency, "warm", Duration::from_millis(300)).await;
+        lambdas.push(lambda);
+    }
+    let mut samples = vec![Vec::new(); LEVELS.len()];
+    let mut cpu = vec![[Duration::ZERO; 3]; LEVELS.len()];
+    for round in 0..ROUNDS {
+        for (i, concurrency) in LEVELS.into_iter().enumerate() {
+            let pids = [
+                lambdas[i].pid(0).to_string(),
+                redis.pid().map_or_else(String::new, |p| p.to_string()),
+                "self".to_owned(),
+            ];
+            let before = pids.clone().map(|p| report::cpu_time(&p));
+            let tag = format!("r{round}");
+            samples[i].extend(window(&lambdas[i], concurrency, &tag, WINDOW).await);
+            for (k, pid) in pids.iter().enumerate() {
+                cpu[i][k] += report::cpu_time(pid).saturating_sub(before[k]);
+            }
         }
-        let mut samples = Vec::new();
-        for task in tasks {
-            samples.extend(task.await.expect("client"));
-        }
-        let rate = samples.len() as f64 / 4.0;
-        let rss = report::rss_kib(lambda.pid(0));
-        let count = samples.len() as f64;
-        let mut cpu_us = [0.0; 3];
-        for (i, pid) in pids.iter().enumerate() {
-            let used = report::cpu_time(pid).saturating_sub(cpu_before[i]);
-            cpu_us[i] = used.as_secs_f64() * 1e6 / count;
-        }
+    }
+    let mut rows = Vec::new();
+    for (i, concurrency) in LEVELS.into_iter().enumerate() {
+        let count = samples[i].len() as f64;
         rows.push(report::Concurrency {
             concurrency,
-            per_second: rate,
-            latency: percentiles(&mut samples),
-            rss_kib: rss.1,
-            cpu_us,
+            per_second: count / (WINDOW * ROUNDS).as_secs_f64(),
+            latency: percentiles(&mut samples[i]),
+            rss_kib: report::rss_kib(lambdas[i].pid(0)).1,
+            cpu_us: cpu[i].map(|used| used.as_secs_f64() * 1e6 / count),
         });
     }
     rows
+}
+
+/// `concurrency` clients sending new orders to `lambda` for `length`:
+/// the invocations' durations.
+async fn window(
+    lambda: &Arc<Harness>,
+    concurrency: usize,
+    tag: &str,
+    length: Duration,
+) -> Vec<Duration> {
+    let until = Instant::now() + length;
+    let mut tasks = Vec::new();
+    for client in 0..concurrency {
+        let lambda = Arc::clone(lambda);
+        let prefix = format!("lmi-{concurrency}-{tag}-{client}");
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut n = 0;
+            while Instant::now() < until {
+                let event = order(&format!("{prefix}-{n}"), TEA);
+                let outcome = lambda.invoke(0, &event, DEADLINE).await;
+                assert_eq!(outcome.status(), Some(201));
+                samples.push(outcome.elapsed().expect("elapsed"));
+                n += 1;
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.expect("client"));
+    }
+    samples
 }
 
 /// Init (process start → first `/next`) and the first invocation after it,
