@@ -88,7 +88,7 @@ async fn run(
     let wrapper = wrap(binary, out);
     let harness = Harness::start(&wrapper, vec![function_env(&redis.url(), env)]).await;
     for i in 0..WARM_UP + measured {
-        invoke_checked(&harness, path, first + i).await;
+        invoke_checked(&harness, path, 0, first + i).await;
     }
     let status = Command::new("kill")
         .args(["-TERM", &harness.pid(0).to_string()])

@@ -40,6 +40,12 @@ const TEA: &str = r#"{"product":"Tea","quantity":1}"#;
 /// so that drift in the machine's speed hits every path alike).
 const PER_PATH: usize = 2_000;
 const ROUND: usize = 200;
+/// Processes per configuration, taking a path's rounds in turn: the
+/// scheduler places each process on this machine's cores its own way, and
+/// one path's figure should not hang on one process's placement. (Turns
+/// per invocation instead would measure processes that had just gone idle,
+/// every time.)
+const PROCESSES: usize = 3;
 
 /// How the function's output is configured.
 const DEPLOYED: &[(&str, &str)] = &[
@@ -99,8 +105,8 @@ pub struct Bench {
     status: u16,
 }
 
-async fn invoke_checked(harness: &Harness, path: &Bench, i: usize) -> Duration {
-    let outcome = harness.invoke(0, &(path.event)(i), DEADLINE).await;
+async fn invoke_checked(harness: &Harness, path: &Bench, process: usize, i: usize) -> Duration {
+    let outcome = harness.invoke(process, &(path.event)(i), DEADLINE).await;
     let response = outcome.response();
     assert_eq!(
         response.status, path.status,
@@ -288,16 +294,21 @@ fn baseline_paths(location: &str) -> Vec<Bench> {
 /// Latency of every path, in interleaved rounds after a warm-up.
 async fn latency(paths: &[Bench], harnesses: &[Harness]) -> Vec<Percentiles> {
     for path in paths {
-        for i in 0..50 {
-            invoke_checked(&harnesses[path.harness], path, 1_000_000 + i).await;
+        for process in 0..PROCESSES {
+            for i in 0..50 {
+                let i = 1_000_000 + process * 50 + i;
+                invoke_checked(&harnesses[path.harness], path, process, i).await;
+            }
         }
     }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); paths.len()];
     for round in 0..PER_PATH / ROUND {
         for (p, path) in paths.iter().enumerate() {
+            // Each round to one process, in turn.
+            let process = round % PROCESSES;
             for i in 0..ROUND {
-                samples[p]
-                    .push(invoke_checked(&harnesses[path.harness], path, round * ROUND + i).await);
+                let harness = &harnesses[path.harness];
+                samples[p].push(invoke_checked(harness, path, process, round * ROUND + i).await);
             }
         }
     }
@@ -314,7 +325,7 @@ async fn round_trips(
     for path in paths {
         let monitor = redis.monitor();
         for i in 0..50 {
-            invoke_checked(&harnesses[path.harness], path, 2_000_000 + i).await;
+            invoke_checked(&harnesses[path.harness], path, 0, 2_000_000 + i).await;
         }
         let seen = monitor.take();
         let mut counts = std::collections::BTreeMap::new();
@@ -612,7 +623,7 @@ async fn main() {
     }
     let mut harnesses = Vec::new();
     for (binary, env) in &processes {
-        harnesses.push(start(binary, 1, &redis, env).await);
+        harnesses.push(start(binary, PROCESSES, &redis, env).await);
     }
     let paths = paths(&harnesses, &redis).await;
     // `-- instructions [path name prefix …]`: count instructions instead,
