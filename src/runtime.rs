@@ -115,7 +115,9 @@ pub async fn run(app: App, lines: DeferredLines) -> Result<(), Error> {
 /// `httpMethod`), so the result is the same either way.
 fn parse(event: &[u8]) -> Option<LambdaRequest> {
     if says_version_2(event) {
-        if let Ok(request) = serde_json::from_slice::<ApiGatewayV2httpRequest>(event) {
+        // Checked as UTF-8 once, in one pass, rather than string by string.
+        let text = std::str::from_utf8(event).unwrap_or_default();
+        if let Ok(request) = serde_json::from_str::<ApiGatewayV2httpRequest>(text) {
             if request.version.as_deref() == Some("2.0") {
                 return Some(LambdaRequest::ApiGatewayV2(request));
             }
@@ -225,6 +227,17 @@ mod tests {
     fn a_version_2_event_that_is_not_an_http_api_event_still_goes_through_lambda_http() {
         // Claims 2.0 but lacks requestContext: neither shape parses it.
         assert!(parse(br#"{"version":"2.0"}"#).is_none());
+        // A 2.0 event that is not UTF-8 parses no better than in lambda_http.
+        let pretty = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/post_order.json"
+        ));
+        let mut broken = pretty.unwrap();
+        let at = broken.windows(8).position(|w| w == b"Espresso").unwrap();
+        broken[at] = 0xff;
+        assert!(says_version_2(&broken));
+        assert!(serde_json::from_slice::<LambdaRequest>(&broken).is_err());
+        assert!(parse(&broken).is_none());
         // A header named `version` with the value `2.0` in a REST API
         // event: the parsed version decides, and the event is parsed as
         // lambda_http would.
