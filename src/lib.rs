@@ -17,6 +17,8 @@
 //!   /problems/{slug}`, 404 and 405.
 //! - [`runtime`]: the Lambda runtime around [`entry`], which writes each
 //!   request's log-and-metric line after its response is out.
+//! - [`logging`]: the log subscriber, whose lines name the invocation they
+//!   were written in.
 //! - [`problems`]: the function's own problem types and the documents
 //!   behind every problem's `type` URI (`docs/problems.md`).
 //!

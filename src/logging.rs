@@ -5,8 +5,8 @@
 //! `lambda_runtime`'s `TracingLayer` names it by opening a `tracing` span
 //! per invocation. With a subscriber at INFO that costs every invocation
 //! the span's creation (its fields formatted as JSON into a string) and an
-//! enter and an exit on every poll, about 10,000 instructions and a few
-//! microseconds, although most invocations log nothing but their
+//! enter and an exit on every poll (7,100 instructions per replay under
+//! callgrind), although most invocations log nothing but their
 //! log-and-metric line, which carries the request id itself. Here the
 //! request id is kept in a task-local for the invocation's future instead
 //! ([`RequestIdLayer`]): setting it is a pointer swap per poll, and only a

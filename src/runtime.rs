@@ -111,8 +111,9 @@ pub async fn run(app: App, lines: DeferredLines) -> Result<(), Error> {
 /// parse the 2.0 shape. An event that says `"version":"2.0"` is parsed as
 /// 2.0 at once here: half the instructions of the whole parse. Every other
 /// event, and a 2.0 event that does not parse so, goes through
-/// `LambdaRequest` as before. A 2.0 event never parses as 1.0 (it has no
-/// `httpMethod`), so the result is the same either way.
+/// `LambdaRequest` as before. The 2.0 events API Gateway and function URLs
+/// send have no top-level `httpMethod` (clients cannot add one), so they
+/// never parse as 1.0: the result is the same either way.
 fn parse(event: &[u8]) -> Option<LambdaRequest> {
     if says_version_2(event) {
         // Checked as UTF-8 once, in one pass, rather than string by string.
