@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - `model`: the validated payload ([`NewOrder`]) and the stored [`Order`];
+//! - `body`: the JSON the two handlers answer with;
 //! - `repo`: [`OrderRepo`], orders in Redis, written only if absent;
 //! - `problem`: RFC 9457 error responses ([`Problem`], [`ProblemType`]);
 //! - this file: the two handlers, their errors and the list of the
