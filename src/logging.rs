@@ -8,11 +8,13 @@
 //! enter and an exit on every poll (7,100 instructions per replay under
 //! callgrind), although most invocations log nothing but their
 //! log-and-metric line, which carries the request id itself. Here the
-//! request id is kept in a task-local for the invocation's future instead
+//! request id (with the X-Ray trace id and the tenant id, when there are
+//! any) is kept in a task-local for the invocation's future instead
 //! ([`RequestIdLayer`]): setting it is a pointer swap per poll, and only a
 //! line that is actually written looks it up ([`WithRequestId`]). JSON
-//! lines get a top-level `requestId` property, as in Lambda's own JSON log
-//! format; text lines start with the id.
+//! lines get top-level `requestId`, `xrayTraceId` and `tenantId`
+//! properties, as in Lambda's own JSON log format; text lines start with
+//! the request id.
 //!
 //! Tasks spawned from an invocation (a background release) do not inherit
 //! it, as they did not inherit the span.
@@ -32,18 +34,39 @@ use lambda_http::Error;
 use tracing::{Event, Subscriber};
 
 tokio::task_local! {
-    /// The request id of the invocation whose future is being polled.
-    static REQUEST_ID: Arc<str>;
+    /// The invocation whose future is being polled.
+    static INVOCATION: Arc<Invocation>;
+}
+
+/// What a log line says of the invocation it was written in: the
+/// properties `lambda_runtime`'s span carried. Public only as part of
+/// [`RequestIds`]' future type.
+pub struct Invocation {
+    request_id: String,
+    xray_trace_id: Option<String>,
+    tenant_id: Option<String>,
+}
+
+impl Invocation {
+    /// The JSON properties, in order; absent ones left out.
+    fn properties(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("requestId", Some(self.request_id.as_str())),
+            ("xrayTraceId", self.xray_trace_id.as_deref()),
+            ("tenantId", self.tenant_id.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
 }
 
 /// With `AWS_LAMBDA_MAX_CONCURRENCY` above 1, `lambda_runtime` polls each
 /// worker's futures inside an INFO span (`worker`, with the task id), so
 /// every poll enters and leaves it: a fifth of the function's CPU samples
 /// at concurrency 8 (`perf`). Its module writes nothing else at INFO, and
-/// lines name their invocation by request id here, so at INFO and coarser
-/// levels the module is held to warnings and errors and the span is never
-/// created. A finer level, or a `RUST_LOG` that names `lambda_runtime`,
-/// keeps it.
+/// lines name their invocation by request id here, so at the INFO level
+/// the module is held to warnings and errors and the span is never
+/// created ([`quiets_runtime`]).
 const QUIET_RUNTIME: &str = "lambda_runtime::runtime=warn";
 
 /// Installs the global subscriber, configured as `lambda_http`'s default
@@ -59,7 +82,7 @@ pub fn init() {
         .with_default_directive(level.into())
         .from_env_lossy();
     let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
-    if level <= LevelFilter::INFO && !rust_log.contains("lambda_runtime") {
+    if quiets_runtime(&filter, &rust_log) {
         // Always parses (a test says so).
         if let Ok(directive) = QUIET_RUNTIME.parse() {
             filter = filter.add_directive(directive);
@@ -80,6 +103,15 @@ pub fn init() {
             .map_event_format(|format| WithRequestId::new(format, false))
             .init();
     }
+}
+
+/// Whether to hold `lambda_runtime::runtime` to warnings: only when the
+/// filter's level is exactly INFO (`RUST_LOG` may hold several directives,
+/// so the built filter decides), so that a coarser level stays as quiet as
+/// asked and a finer one keeps the span; never when `RUST_LOG` names
+/// `lambda_runtime`.
+fn quiets_runtime(filter: &EnvFilter, rust_log: &str) -> bool {
+    filter.max_level_hint() == Some(LevelFilter::INFO) && !rust_log.contains("lambda_runtime")
 }
 
 /// An event format that adds the current invocation's request id to what
@@ -108,37 +140,45 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let Ok(id) = REQUEST_ID.try_with(Arc::clone) else {
+        let Ok(invocation) = INVOCATION.try_with(Arc::clone) else {
             return self.inner.format_event(ctx, writer, event);
         };
         if !self.json {
-            write!(writer, "{id} ")?;
+            write!(writer, "{} ", invocation.request_id)?;
             return self.inner.format_event(ctx, writer, event);
         }
         let mut line = String::new();
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
-        writer.write_str(&with_property(&line, "requestId", &id))
+        writer.write_str(&with_properties(&line, invocation.properties()))
     }
 }
 
-/// `line`, a JSON object and a newline, with `"name":value` added as its
-/// last property; `line` as it is when it is not such an object.
-fn with_property(line: &str, name: &str, value: &str) -> String {
+/// `line`, a JSON object and a newline, with `"name":value` properties
+/// added at its end; `line` as it is when it is not such an object.
+fn with_properties<'a>(
+    line: &str,
+    properties: impl Iterator<Item = (&'static str, &'a str)>,
+) -> String {
     let body = line.trim_end();
     let Some(open) = body.strip_suffix('}') else {
         return line.to_owned();
     };
-    let comma = if open.trim_end().ends_with('{') {
-        ""
-    } else {
-        ","
-    };
-    let quoted = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
-    format!("{open}{comma}\"{name}\":{quoted}}}\n")
+    let mut out = open.to_owned();
+    let mut empty = open.trim_end().ends_with('{');
+    for (name, value) in properties {
+        if !empty {
+            out.push(',');
+        }
+        empty = false;
+        let quoted = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
+        out.push_str(&format!("\"{name}\":{quoted}"));
+    }
+    out.push_str("}\n");
+    out
 }
 
-/// Runs each invocation with its request id in [`REQUEST_ID`].
+/// Runs each invocation with its ids in [`INVOCATION`].
 pub struct RequestIdLayer;
 
 impl<S> Layer<S> for RequestIdLayer {
@@ -159,23 +199,42 @@ where
 {
     type Response = ();
     type Error = Error;
-    type Future = tokio::task::futures::TaskLocalFuture<Arc<str>, S::Future>;
+    type Future = tokio::task::futures::TaskLocalFuture<Arc<Invocation>, S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
-        let id: Arc<str> = Arc::from(invocation.context.request_id.as_str());
+        let context = &invocation.context;
+        let ids = Arc::new(Invocation {
+            request_id: context.request_id.clone(),
+            xray_trace_id: context.xray_trace_id.clone(),
+            tenant_id: context.tenant_id.clone(),
+        });
         // The inner `call` runs the handler's synchronous part: it logs too.
-        let future = REQUEST_ID.sync_scope(Arc::clone(&id), || self.0.call(invocation));
-        REQUEST_ID.scope(id, future)
+        let future = INVOCATION.sync_scope(Arc::clone(&ids), || self.0.call(invocation));
+        INVOCATION.scope(ids, future)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn quiets(directives: &str) -> bool {
+        quiets_runtime(&EnvFilter::new(directives), directives)
+    }
+
+    #[test]
+    fn the_runtime_is_quieted_at_info_only() {
+        assert!(quiets("info"));
+        assert!(!quiets("error"), "a coarser level stays as quiet as asked");
+        assert!(!quiets("off"));
+        assert!(!quiets("debug"), "a finer level keeps the span");
+        assert!(!quiets("info,hyper=debug"));
+        assert!(!quiets("info,lambda_runtime=info"), "named, so left alone");
+    }
 
     #[test]
     fn the_directive_that_quiets_the_runtime_parses() {
@@ -185,29 +244,32 @@ mod tests {
     }
 
     #[test]
-    fn the_request_id_becomes_the_last_property_of_a_json_line() {
-        let line = with_property(
+    fn the_ids_become_the_last_properties_of_a_json_line() {
+        let line = with_properties(
             "{\"level\":\"WARN\",\"fields\":{\"message\":\"m\"}}\n",
-            "requestId",
-            "r-\"1\"",
+            [("requestId", "r-\"1\""), ("xrayTraceId", "Root=1-x")].into_iter(),
         );
         assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
         let json: serde_json::Value = serde_json::from_str(&line).unwrap();
         assert_eq!(json["requestId"], "r-\"1\"");
+        assert_eq!(json["xrayTraceId"], "Root=1-x");
         assert_eq!(json["fields"]["message"], "m");
     }
 
     #[test]
-    fn an_empty_object_gets_no_leading_comma() {
-        let line = with_property("{}\n", "requestId", "r");
-        assert_eq!(line, "{\"requestId\":\"r\"}\n");
+    fn absent_ids_are_left_out_and_an_empty_object_gets_no_leading_comma() {
+        let invocation = Invocation {
+            request_id: "r".to_owned(),
+            xray_trace_id: None,
+            tenant_id: Some("t".to_owned()),
+        };
+        let line = with_properties("{}\n", invocation.properties());
+        assert_eq!(line, "{\"requestId\":\"r\",\"tenantId\":\"t\"}\n");
     }
 
     #[test]
     fn a_line_that_is_not_an_object_is_left_alone() {
-        assert_eq!(
-            with_property("plain text\n", "requestId", "r"),
-            "plain text\n"
-        );
+        let line = with_properties("plain text\n", [("requestId", "r")].into_iter());
+        assert_eq!(line, "plain text\n");
     }
 }

@@ -618,6 +618,7 @@ async fn without_metrics_every_request_logs_one_json_line_with_its_outcome_and_r
                 .as_str()
                 .unwrap_or_else(|| panic!("no requestId: {line}"));
             assert!(!id.is_empty() && !ids.contains(&id.to_owned()), "{logs}");
+            assert!(json["xrayTraceId"].is_string(), "the trace id too: {line}");
             ids.push(id.to_owned());
             assert!(
                 !line.contains("emf-1"),

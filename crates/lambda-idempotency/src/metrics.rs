@@ -80,14 +80,17 @@ impl DeferredLines {
     /// Formats every line held so far and writes them to stdout in one
     /// `write` call.
     pub fn flush(&self) {
-        self.flush_to(&mut std::io::stdout().lock());
+        let lines = self.take_formatted();
+        if !lines.is_empty() {
+            // Best effort, as for a line written at once. Formatted before
+            // stdout is locked, so that other writers do not wait on it.
+            let _ = std::io::stdout().lock().write_all(lines.as_bytes());
+        }
     }
 
-    fn flush_to(&self, to: &mut impl std::io::Write) {
+    /// Every line held so far, formatted; they are no longer held.
+    fn take_formatted(&self) -> String {
         let held = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        if held.is_empty() {
-            return;
-        }
         let mut out = String::with_capacity(held.len() * 512);
         for h in &held {
             let line = Line {
@@ -100,8 +103,7 @@ impl DeferredLines {
             };
             write_line(&mut out, &h.tail, &line, h.timestamp_ms);
         }
-        // Best effort, as for a line written at once.
-        let _ = to.write_all(out.as_bytes());
+        out
     }
 
     fn hold(&self, held: Held) {
@@ -245,9 +247,7 @@ mod tests {
         emf.emit(&line());
         emf.emit(&line());
         assert_eq!(deferred.0.lock().unwrap().len(), 2);
-        let mut written = Vec::new();
-        deferred.flush_to(&mut written);
-        let written = String::from_utf8(written).unwrap();
+        let written = deferred.take_formatted();
         assert_eq!(written.lines().count(), 2, "{written}");
         let expected = emf.line(&line(), 42);
         for text in written.lines() {
