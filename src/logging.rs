@@ -178,7 +178,7 @@ fn with_properties<'a>(
     out
 }
 
-/// Runs each invocation with its ids in [`INVOCATION`].
+/// Runs each invocation with its ids in a task-local (`INVOCATION`).
 pub struct RequestIdLayer;
 
 impl<S> Layer<S> for RequestIdLayer {

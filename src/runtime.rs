@@ -14,7 +14,7 @@
 //!   runtime a `null` payload to parse. An event that does not parse goes
 //!   through untouched, and the handler gets it raw. A 2.0 event is parsed
 //!   as one directly rather than through `LambdaRequest`'s deserialiser,
-//!   which would first read all of it as a REST API event ([`parse`]).
+//!   which would first read all of it as a REST API event (`parse` below).
 //! - **The per-request log-and-metric lines are written once the response
 //!   is out**, by the outermost layer. The service inside it posts the
 //!   response to the Runtime API, so its future ends only after Lambda has
