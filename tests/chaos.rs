@@ -154,7 +154,10 @@ async fn the_proxy_delays_redis_replies() {
     proxy.set_delay(Duration::from_secs(2));
     let slow = harness.invoke(0, &order(&new_key()), DEADLINE).await;
 
-    let Outcome::Response { response, elapsed } = &slow else {
+    let Outcome::Response {
+        response, elapsed, ..
+    } = &slow
+    else {
         panic!("expected a response, got {slow:?}\n{}", harness.logs(0));
     };
     assert_eq!(response.status, 503, "{response:#?}\n{}", harness.logs(0));

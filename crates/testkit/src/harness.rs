@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use event::{clf_time, order_event, v2_event};
 pub use outcome::{base64_decode, ApiResponse, Outcome};
+pub use runtime_api::trace_id;
 use runtime_api::{Endpoint, Finished, Status};
 
 /// How long `start` waits for every instance's first `/next`.

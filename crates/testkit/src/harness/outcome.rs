@@ -16,6 +16,8 @@ pub enum Outcome {
     Response {
         /// The response, parsed.
         response: ApiResponse,
+        /// The invocation's request id, as handed out on `/next`.
+        request_id: String,
         /// From handing the event out on `/next` to receiving the response.
         elapsed: Duration,
     },
@@ -23,6 +25,8 @@ pub enum Outcome {
     FunctionError {
         /// The error body as posted (JSON with `errorType`/`errorMessage`).
         body: String,
+        /// The invocation's request id, as handed out on `/next`.
+        request_id: String,
         /// From handing the event out on `/next` to receiving the error.
         elapsed: Duration,
     },
@@ -33,13 +37,18 @@ pub enum Outcome {
 impl Outcome {
     pub(super) fn from_finished(finished: Finished) -> Self {
         let Finished {
+            request_id,
             is_error,
             body,
             elapsed,
         } = finished;
         if is_error {
             let body = String::from_utf8_lossy(&body).into_owned();
-            return Self::FunctionError { body, elapsed };
+            return Self::FunctionError {
+                body,
+                request_id,
+                elapsed,
+            };
         }
         let raw: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
             panic!(
@@ -49,7 +58,19 @@ impl Outcome {
         });
         Self::Response {
             response: ApiResponse::from_json(raw),
+            request_id,
             elapsed,
+        }
+    }
+
+    /// The request id the invocation was handed out with, `None` for a
+    /// death.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Self::Response { request_id, .. } | Self::FunctionError { request_id, .. } => {
+                Some(request_id)
+            }
+            Self::Died => None,
         }
     }
 

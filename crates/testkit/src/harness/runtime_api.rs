@@ -19,7 +19,6 @@ use tokio::task::JoinSet;
 
 const PREFIX: &str = "/2018-06-01/runtime/";
 const FUNCTION_ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:idempotent-orders";
-const TRACE_ID: &str = "Root=1-00000000-000000000000000000000000;Sampled=0";
 
 /// One invocation queued for an instance.
 pub(super) struct Job {
@@ -30,6 +29,8 @@ pub(super) struct Job {
 
 /// How the instance ended an invocation, seen from the Runtime API.
 pub(super) struct Finished {
+    /// The `Lambda-Runtime-Aws-Request-Id` the invocation was handed out with.
+    pub request_id: String,
     /// `true` for `/error`, `false` for `/response`.
     pub is_error: bool,
     pub body: Vec<u8>,
@@ -100,6 +101,7 @@ impl Endpoint {
         let Some(entry) = entry else { return false };
         let elapsed = entry.handed_out.elapsed();
         let _ = entry.reply.send(Finished {
+            request_id: id.to_owned(),
             is_error,
             body,
             elapsed,
@@ -222,6 +224,7 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
     drop(parked);
 
     let id = uuid::Uuid::new_v4().to_string();
+    let trace_id = trace_id(&id);
     let deadline = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -231,7 +234,7 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
         ("lambda-runtime-aws-request-id", id.as_str()),
         ("lambda-runtime-deadline-ms", deadline.as_str()),
         ("lambda-runtime-invoked-function-arn", FUNCTION_ARN),
-        ("lambda-runtime-trace-id", TRACE_ID),
+        ("lambda-runtime-trace-id", trace_id.as_str()),
         ("content-type", "application/json"),
     ];
     let answer = reply(200, &headers, &job.event);
@@ -245,6 +248,15 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
         .expect("in-flight map")
         .insert(id, in_flight);
     Some(answer)
+}
+
+/// The `Lambda-Runtime-Trace-Id` handed out with `request_id`: an X-Ray
+/// trace header of its own per invocation, derived from the request id so
+/// that tests can tell which invocation a trace id belongs to.
+pub fn trace_id(request_id: &str) -> String {
+    let hex: String = request_id.chars().filter(char::is_ascii_hexdigit).collect();
+    let hex = format!("{hex:0<32}");
+    format!("Root=1-{}-{};Sampled=0", &hex[..8], &hex[8..32])
 }
 
 fn reply(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
