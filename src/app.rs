@@ -122,7 +122,11 @@ impl App {
     /// written before its response leaves, or, given `deferred`, held there
     /// until the runtime flushes it after the response.
     pub fn new(store: RedisStore, config: &Config, deferred: Option<DeferredLines>) -> Self {
-        let repo = OrderRepo::new(store.connection(), config.redis.timeout);
+        // The connection bounds each command by the timeout itself, and a
+        // command that times out there retires a useless connection; the
+        // repository's own bound, on a whole call (a retry after a dropped
+        // connection included), is a backstop that must not fire first.
+        let repo = OrderRepo::new(store.connection(), config.redis.timeout * 2);
         let problem_base = config.settings.problem_type_base.as_str();
         let mut layer = IdempotencyLayer::builder(store.clone())
             .settings(config.settings.clone())

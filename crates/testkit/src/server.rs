@@ -263,6 +263,17 @@ impl RedisServer {
             .expect("REPLICAOF NO ONE");
     }
 
+    /// Makes this server a replica of `primary` while it keeps running and
+    /// keeps its clients connected, as a failover that demotes the old
+    /// primary does: from now on it refuses their writes (`READONLY`).
+    pub fn demote_to_replica_of(&self, primary: &RedisServer) {
+        let _: () = redis::cmd("REPLICAOF")
+            .arg("127.0.0.1")
+            .arg(primary.port)
+            .query(&mut self.conn())
+            .expect("REPLICAOF");
+    }
+
     /// Freezes the server (SIGSTOP): connections stay open, nothing answers,
     /// and a replica stops acknowledging.
     pub fn pause(&self) {

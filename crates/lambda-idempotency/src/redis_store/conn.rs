@@ -13,6 +13,20 @@
 //! Reconnect retries are few and short because every call is also bounded
 //! by a timeout: a request must fail fast, not hang.
 //!
+//! A connection that is open but useless is **retired**: one that let a
+//! command time out (a black-holed or half-open socket, a node gone without
+//! a reset: every later reply would queue behind the missing one), or one
+//! that reached a read-only replica (after a failover, the old primary is
+//! demoted but still answers, and DNS now names another node). The redis
+//! crate reconnects only when the socket fails, so either would otherwise
+//! answer `503` until the socket died, minutes later. The command that saw
+//! it still fails (the request gets `503` and `Retry-After`); the next one
+//! gets a fresh connection, made lazily, resolving the endpoint again.
+//! Commands already in flight on the retired connection finish on it, and
+//! it closes once they have (or its socket fails). A retired command may
+//! still be applied late; the records' owner tokens fence that, as they
+//! fence a reply lost with its connection.
+//!
 //! That timeout is this type's own: one timer per command, around the whole
 //! command (a wait for a reconnect included). The store's own copy has none:
 //! the store bounds each of its calls (which may be several commands) by one
@@ -21,13 +35,15 @@
 //! and one more `epoll_wait`) for every timer started while no other timer
 //! is pending, so each redundant timer costs two system calls per command.
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, TlsCertificates, Value};
+use redis::{
+    Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, Value,
+};
 use tokio::sync::OnceCell;
 
 use super::iam::{self, Rotating};
@@ -65,8 +81,75 @@ pub struct RedisConnection {
 
 #[derive(Clone)]
 enum Inner {
-    Single(ConnectionManager),
-    Cluster(Arc<(ClusterClient, OnceCell<ClusterConnection>)>),
+    Single(Arc<Single>),
+    Cluster(Arc<Cluster>),
+}
+
+/// A standalone connection, and what it takes to make a fresh one.
+struct Single {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    slot: Slot<ConnectionManager>,
+}
+
+/// A cluster client, and its connection made on first use.
+struct Cluster {
+    client: ClusterClient,
+    slot: Slot<Arc<OnceCell<ClusterConnection>>>,
+}
+
+/// The connection in use, numbered so that the commands that saw one
+/// connection fail retire it once, not once each.
+struct Slot<T>(RwLock<(u64, T)>);
+
+impl<T: Clone> Slot<T> {
+    fn new(conn: T) -> Self {
+        Self(RwLock::new((0, conn)))
+    }
+
+    fn get(&self) -> (u64, T) {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `fresh()` in place of connection `generation`, unless it was
+    /// already replaced.
+    fn replace(&self, generation: u64, fresh: impl FnOnce() -> Option<T>) -> bool {
+        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != generation {
+            return false;
+        }
+        let Some(conn) = fresh() else { return false };
+        *current = (generation + 1, conn);
+        true
+    }
+}
+
+impl Inner {
+    fn generation(&self) -> u64 {
+        match self {
+            Self::Single(single) => single.slot.get().0,
+            Self::Cluster(cluster) => cluster.slot.get().0,
+        }
+    }
+
+    /// Replaces connection `generation` by a fresh one, made lazily.
+    fn retire(&self, generation: u64, why: &str) {
+        let replaced = match self {
+            Self::Single(single) => single.slot.replace(generation, || {
+                let (client, config) = (single.client.clone(), single.config.clone());
+                ConnectionManager::new_lazy_with_config(client, config).ok()
+            }),
+            Self::Cluster(cluster) => cluster
+                .slot
+                .replace(generation, || Some(Arc::new(OnceCell::new()))),
+        };
+        if replaced {
+            tracing::warn!("Redis connection retired ({why}); the next command opens a new one");
+        }
+    }
 }
 
 impl RedisConnection {
@@ -112,7 +195,10 @@ impl RedisConnection {
                 builder = builder.set_credentials_provider(credentials);
             }
             let client = builder.build().map_err(ConnectError::Client)?;
-            let inner = Inner::Cluster(Arc::new((client, OnceCell::new())));
+            let inner = Inner::Cluster(Arc::new(Cluster {
+                client,
+                slot: Slot::new(Arc::new(OnceCell::new())),
+            }));
             return Ok(Self {
                 inner,
                 timeout: Some(timeout),
@@ -132,19 +218,24 @@ impl RedisConnection {
         if let Some(credentials) = credentials {
             config = config.set_credentials_provider(credentials);
         }
-        ConnectionManager::new_lazy_with_config(client, config)
-            .map(|manager| Self {
-                inner: Inner::Single(manager),
-                timeout: Some(timeout),
-            })
-            .map_err(ConnectError::Client)
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+            .map_err(ConnectError::Client)?;
+        let inner = Inner::Single(Arc::new(Single {
+            client,
+            config,
+            slot: Slot::new(manager),
+        }));
+        Ok(Self {
+            inner,
+            timeout: Some(timeout),
+        })
     }
 }
 
 async fn cluster(
-    shared: &(ClusterClient, OnceCell<ClusterConnection>),
-) -> redis::RedisResult<ClusterConnection> {
-    let (client, conn) = shared;
+    client: &ClusterClient,
+    conn: &OnceCell<ClusterConnection>,
+) -> RedisResult<ClusterConnection> {
     let conn = conn
         .get_or_try_init(|| client.get_async_connection())
         .await?;
@@ -168,6 +259,53 @@ impl RedisConnection {
             timeout: Some(timeout),
         }
     }
+
+    /// Which connection the next command goes to, for [`Self::retire`].
+    pub(crate) fn generation(&self) -> u64 {
+        self.inner.generation()
+    }
+
+    /// Retires connection `generation` (see the module docs) when a caller
+    /// bounding its own calls gave up waiting for a reply on it.
+    pub(crate) fn retire(&self, generation: u64) {
+        self.inner.retire(generation, "no reply within the timeout");
+    }
+
+    /// Sends `request` (made on connection `generation`), bounded by the
+    /// timeout; retires the connection when the result says it is useless.
+    fn send<'a, T: Send + 'a>(
+        &self,
+        generation: u64,
+        request: impl std::future::Future<Output = RedisResult<T>> + Send + 'a,
+        reached_replica: fn(&T) -> bool,
+    ) -> RedisFuture<'a, T> {
+        let inner = self.inner.clone();
+        let request = bounded(self.timeout, request);
+        Box::pin(async move {
+            let result = request.await;
+            match &result {
+                Err(e) if e.is_timeout() => inner.retire(generation, "no reply within the timeout"),
+                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) => {
+                    inner.retire(generation, "it reached a read-only replica")
+                }
+                Ok(value) if reached_replica(value) => {
+                    inner.retire(generation, "it reached a read-only replica")
+                }
+                _ => {}
+            }
+            result
+        })
+    }
+}
+
+/// Whether `value` is Redis refusing a write because it is a replica.
+fn is_read_only(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly))
+}
+
+#[allow(clippy::ptr_arg)] // a `fn(&T) -> bool` with `T = Vec<Value>`
+fn any_read_only(values: &Vec<Value>) -> bool {
+    values.iter().any(is_read_only)
 }
 
 /// `request` bounded by `timeout`, if any.
@@ -192,14 +330,20 @@ fn bounded<'a, T: Send + 'a>(
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        let timeout = self.timeout;
-        match &mut self.inner {
-            Inner::Single(conn) => bounded(timeout, conn.req_packed_command(cmd)),
+        match &self.inner {
+            Inner::Single(single) => {
+                let (generation, mut conn) = single.slot.get();
+                let request = async move { conn.req_packed_command(cmd).await };
+                self.send(generation, request, is_read_only)
+            }
             Inner::Cluster(shared) => {
+                let (generation, conn) = shared.slot.get();
                 let shared = Arc::clone(shared);
-                bounded(timeout, async move {
-                    cluster(&shared).await?.req_packed_command(cmd).await
-                })
+                let request = async move {
+                    let mut conn = cluster(&shared.client, &conn).await?;
+                    conn.req_packed_command(cmd).await
+                };
+                self.send(generation, request, is_read_only)
             }
         }
     }
@@ -210,26 +354,28 @@ impl ConnectionLike for RedisConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        let timeout = self.timeout;
-        match &mut self.inner {
-            Inner::Single(conn) => {
-                bounded(timeout, conn.req_packed_commands(pipeline, offset, count))
+        match &self.inner {
+            Inner::Single(single) => {
+                let (generation, mut conn) = single.slot.get();
+                let request =
+                    async move { conn.req_packed_commands(pipeline, offset, count).await };
+                self.send(generation, request, any_read_only)
             }
             Inner::Cluster(shared) => {
+                let (generation, conn) = shared.slot.get();
                 let shared = Arc::clone(shared);
-                bounded(timeout, async move {
-                    cluster(&shared)
-                        .await?
-                        .req_packed_commands(pipeline, offset, count)
-                        .await
-                })
+                let request = async move {
+                    let mut conn = cluster(&shared.client, &conn).await?;
+                    conn.req_packed_commands(pipeline, offset, count).await
+                };
+                self.send(generation, request, any_read_only)
             }
         }
     }
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Single(conn) => conn.get_db(),
+            Inner::Single(single) => single.slot.get().1.get_db(),
             Inner::Cluster(_) => 0,
         }
     }

@@ -279,7 +279,8 @@ impl RedisStore {
 
     /// Runs one call bounded by the timeout, retrying once when the
     /// connection was dropped before an answer. A response timeout is not
-    /// retried: the server may be slow, not gone.
+    /// retried (the server may be slow, not gone), but it retires the
+    /// connection: the next call gets a fresh one.
     async fn call<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: Fn(RedisConnection) -> Fut,
@@ -288,8 +289,12 @@ impl RedisStore {
         let timeout = self.options.timeout;
         let mut retried = false;
         loop {
+            let generation = self.conn.generation();
             match tokio::time::timeout(timeout, op(self.conn.clone())).await {
-                Err(_) => return Err(StoreError::Timeout(timeout)),
+                Err(_) => {
+                    self.conn.retire(generation);
+                    return Err(StoreError::Timeout(timeout));
+                }
                 Ok(Err(e))
                     if !retried
                         && !e.is_timeout()
