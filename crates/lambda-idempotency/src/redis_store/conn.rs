@@ -274,15 +274,14 @@ impl RedisConnection {
     /// Sends `request` (made on connection `generation`), bounded by the
     /// timeout; retires the connection when the result says it is useless.
     fn send<'a, T: Send + 'a>(
-        &self,
+        &'a self,
         generation: u64,
         request: impl std::future::Future<Output = RedisResult<T>> + Send + 'a,
         reached_replica: fn(&T) -> bool,
     ) -> RedisFuture<'a, T> {
-        let inner = self.inner.clone();
-        let request = bounded(self.timeout, request);
+        let (inner, timeout) = (&self.inner, self.timeout);
         Box::pin(async move {
-            let result = request.await;
+            let result = bounded(timeout, request).await;
             match &result {
                 Err(e) if e.is_timeout() => inner.retire(generation, "no reply within the timeout"),
                 Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) => {
@@ -309,23 +308,21 @@ fn any_read_only(values: &Vec<Value>) -> bool {
 }
 
 /// `request` bounded by `timeout`, if any.
-fn bounded<'a, T: Send + 'a>(
+async fn bounded<T>(
     timeout: Option<Duration>,
-    request: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'a,
-) -> RedisFuture<'a, T> {
+    request: impl std::future::Future<Output = RedisResult<T>>,
+) -> RedisResult<T> {
     let Some(timeout) = timeout else {
-        return Box::pin(request);
+        return request.await;
     };
-    Box::pin(async move {
-        match tokio::time::timeout(timeout, request).await {
-            Ok(result) => result,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no answer from Redis within the command timeout",
-            )
-            .into()),
-        }
-    })
+    match tokio::time::timeout(timeout, request).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no answer from Redis within the command timeout",
+        )
+        .into()),
+    }
 }
 
 impl ConnectionLike for RedisConnection {
@@ -338,7 +335,6 @@ impl ConnectionLike for RedisConnection {
             }
             Inner::Cluster(shared) => {
                 let (generation, conn) = shared.slot.get();
-                let shared = Arc::clone(shared);
                 let request = async move {
                     let mut conn = cluster(&shared.client, &conn).await?;
                     conn.req_packed_command(cmd).await
@@ -363,7 +359,6 @@ impl ConnectionLike for RedisConnection {
             }
             Inner::Cluster(shared) => {
                 let (generation, conn) = shared.slot.get();
-                let shared = Arc::clone(shared);
                 let request = async move {
                     let mut conn = cluster(&shared.client, &conn).await?;
                     conn.req_packed_commands(pipeline, offset, count).await
