@@ -222,36 +222,18 @@ impl RedisServer {
     /// `port` of 127.0.0.1: a primary, or a proxy in front of one (to hold
     /// or cut the replication link).
     ///
-    /// Returns once the replica acknowledges writes (`WAIT 1` counts it):
-    /// after a diskless sync the primary streams nothing to a replica until
-    /// its first acknowledgement, up to a second after the link is up.
+    /// Returns once the replica acknowledges writes (`WAIT 1` counts it).
     pub fn replica_of_port(port: u16) -> Self {
         let replica = Self::start_with(&["--replicaof", "127.0.0.1", &port.to_string()]);
-        let mut primary = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-            .and_then(|c| c.get_connection())
-            .expect("a connection to the primary");
-        let started = Instant::now();
-        loop {
-            let _: redis::RedisResult<()> = redis::cmd("SET")
-                .arg("testkit:replica-check")
-                .arg(1)
-                .query(&mut primary);
-            let acked: i64 = redis::cmd("WAIT")
-                .arg(1)
-                .arg(100)
-                .query(&mut primary)
-                .unwrap_or(0);
-            if acked >= 1 {
-                let _: redis::RedisResult<()> = redis::cmd("DEL")
-                    .arg("testkit:replica-check")
-                    .query(&mut primary);
-                return replica;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the replica never acknowledged its primary's writes"
-            );
-        }
+        wait_for_a_replica(port);
+        replica
+    }
+
+    /// Returns once a replica acknowledges this server's writes (`WAIT 1`
+    /// counts it), as [`RedisServer::replica_of`] does for a new replica:
+    /// after [`RedisServer::demote_to_replica_of`], say.
+    pub fn wait_for_a_replica(&self) {
+        wait_for_a_replica(self.port);
     }
 
     /// Makes a replica a primary (`REPLICAOF NO ONE`), as a failover does.
@@ -422,5 +404,36 @@ impl Monitor {
 impl Drop for Monitor {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Waits until a replica acknowledges the writes of the server on `port`.
+/// After a diskless sync the primary streams nothing to a replica until its
+/// first acknowledgement, up to a second after the link is up.
+fn wait_for_a_replica(port: u16) {
+    let mut primary = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .expect("a connection to the primary");
+    let started = Instant::now();
+    loop {
+        let _: redis::RedisResult<()> = redis::cmd("SET")
+            .arg("testkit:replica-check")
+            .arg(1)
+            .query(&mut primary);
+        let acked: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(100)
+            .query(&mut primary)
+            .unwrap_or(0);
+        if acked >= 1 {
+            let _: redis::RedisResult<()> = redis::cmd("DEL")
+                .arg("testkit:replica-check")
+                .query(&mut primary);
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the replica never acknowledged its primary's writes"
+        );
     }
 }

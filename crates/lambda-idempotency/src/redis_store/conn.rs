@@ -13,19 +13,9 @@
 //! Reconnect retries are few and short because every call is also bounded
 //! by a timeout: a request must fail fast, not hang.
 //!
-//! A connection that is open but useless is **retired**: one that let a
-//! command time out (a black-holed or half-open socket, a node gone without
-//! a reset: every later reply would queue behind the missing one), or one
-//! that reached a read-only replica (after a failover, the old primary is
-//! demoted but still answers, and DNS now names another node). The redis
-//! crate reconnects only when the socket fails, so either would otherwise
-//! answer `503` until the socket died, minutes later. The command that saw
-//! it still fails (the request gets `503` and `Retry-After`); the next one
-//! gets a fresh connection, made lazily, resolving the endpoint again.
-//! Commands already in flight on the retired connection finish on it, and
-//! it closes once they have (or its socket fails). A retired command may
-//! still be applied late; the records' owner tokens fence that, as they
-//! fence a reply lost with its connection.
+//! A connection that is open but useless (its replies stopped coming, or it
+//! reached a read-only replica after a failover) is given up, and the next
+//! command opens a fresh one: see [`super::useless`].
 //!
 //! That timeout is this type's own: one timer per command, around the whole
 //! command (a wait for a reconnect included). The store's own copy has none:
@@ -35,18 +25,20 @@
 //! and one more `epoll_wait`) for every timer started while no other timer
 //! is pending, so each redundant timer costs two system calls per command.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisFuture, RedisResult, ServerErrorKind, TlsCertificates, Value,
+    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
 };
 use tokio::sync::OnceCell;
 
 use super::iam::{self, Rotating};
+use super::slot::Slot;
+use super::useless::{any_read_only, is_read_only, verdict, Cluster, Inner, Single, Useless};
 use super::RedisOptions;
 
 /// Why a Redis connection could not be set up.
@@ -77,79 +69,8 @@ pub struct RedisConnection {
     inner: Inner,
     /// `None` only on the store's own copy.
     timeout: Option<Duration>,
-}
-
-#[derive(Clone)]
-enum Inner {
-    Single(Arc<Single>),
-    Cluster(Arc<Cluster>),
-}
-
-/// A standalone connection, and what it takes to make a fresh one.
-struct Single {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    slot: Slot<ConnectionManager>,
-}
-
-/// A cluster client, and its connection made on first use.
-struct Cluster {
-    client: ClusterClient,
-    slot: Slot<Arc<OnceCell<ClusterConnection>>>,
-}
-
-/// The connection in use, numbered so that the commands that saw one
-/// connection fail retire it once, not once each.
-struct Slot<T>(RwLock<(u64, T)>);
-
-impl<T: Clone> Slot<T> {
-    fn new(conn: T) -> Self {
-        Self(RwLock::new((0, conn)))
-    }
-
-    fn get(&self) -> (u64, T) {
-        self.0
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Puts `fresh()` in place of connection `generation`, unless it was
-    /// already replaced.
-    fn replace(&self, generation: u64, fresh: impl FnOnce() -> Option<T>) -> bool {
-        let mut current = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if current.0 != generation {
-            return false;
-        }
-        let Some(conn) = fresh() else { return false };
-        *current = (generation + 1, conn);
-        true
-    }
-}
-
-impl Inner {
-    fn generation(&self) -> u64 {
-        match self {
-            Self::Single(single) => single.slot.get().0,
-            Self::Cluster(cluster) => cluster.slot.get().0,
-        }
-    }
-
-    /// Replaces connection `generation` by a fresh one, made lazily.
-    fn retire(&self, generation: u64, why: &str) {
-        let replaced = match self {
-            Self::Single(single) => single.slot.replace(generation, || {
-                let (client, config) = (single.client.clone(), single.config.clone());
-                ConnectionManager::new_lazy_with_config(client, config).ok()
-            }),
-            Self::Cluster(cluster) => cluster
-                .slot
-                .replace(generation, || Some(Arc::new(OnceCell::new()))),
-        };
-        if replaced {
-            tracing::warn!("Redis connection retired ({why}); the next command opens a new one");
-        }
-    }
+    /// Send only on this connection, fail otherwise.
+    pinned: Option<u64>,
 }
 
 impl RedisConnection {
@@ -198,11 +119,9 @@ impl RedisConnection {
             let inner = Inner::Cluster(Arc::new(Cluster {
                 client,
                 slot: Slot::new(Arc::new(OnceCell::new())),
+                timeout,
             }));
-            return Ok(Self {
-                inner,
-                timeout: Some(timeout),
-            });
+            return Ok(Self::over(inner, timeout));
         }
         let client = match certs {
             None => redis::Client::open(url),
@@ -224,11 +143,17 @@ impl RedisConnection {
             client,
             config,
             slot: Slot::new(manager),
+            timeout,
         }));
-        Ok(Self {
+        Ok(Self::over(inner, timeout))
+    }
+
+    fn over(inner: Inner, timeout: Duration) -> Self {
+        Self {
             inner,
             timeout: Some(timeout),
-        })
+            pinned: None,
+        }
     }
 }
 
@@ -255,56 +180,67 @@ impl RedisConnection {
     /// The same connection, each command bounded by `timeout`.
     pub(crate) fn bounded(&self, timeout: Duration) -> Self {
         Self {
-            inner: self.inner.clone(),
             timeout: Some(timeout),
+            ..self.clone()
         }
     }
 
-    /// Which connection the next command goes to, for [`Self::retire`].
+    /// Which connection the next command goes to (a number that names one
+    /// socket), for [`Self::retire`] and [`Self::pinned_to`].
     pub(crate) fn generation(&self) -> u64 {
         self.inner.generation()
     }
 
-    /// Retires connection `generation` (see the module docs) when a caller
-    /// bounding its own calls gave up waiting for a reply on it.
+    /// Retires connection `generation` when a caller bounding its own calls
+    /// gave up waiting for a reply on it, unless other replies came back on
+    /// it within the timeout.
     pub(crate) fn retire(&self, generation: u64) {
-        self.inner.retire(generation, "no reply within the timeout");
+        self.inner.retire(generation, Useless::Silent);
+    }
+
+    /// The same connection, whose commands go to connection `generation`
+    /// or fail without being sent ([`is_moved`]): for a command that must
+    /// reach the server an earlier one reached.
+    pub(crate) fn pinned_to(&self, generation: u64) -> Self {
+        Self {
+            pinned: Some(generation),
+            ..self.clone()
+        }
     }
 
     /// Sends `request` (made on connection `generation`), bounded by the
-    /// timeout; retires the connection when the result says it is useless.
+    /// timeout; gives the connection up when the result says it is useless.
     fn send<'a, T: Send + 'a>(
         &'a self,
         generation: u64,
         request: impl std::future::Future<Output = RedisResult<T>> + Send + 'a,
         reached_replica: fn(&T) -> bool,
     ) -> RedisFuture<'a, T> {
+        if self.pinned.is_some_and(|pinned| pinned != generation) {
+            return Box::pin(std::future::ready(Err(moved())));
+        }
         let (inner, timeout) = (&self.inner, self.timeout);
         Box::pin(async move {
             let result = bounded(timeout, request).await;
-            match &result {
-                Err(e) if e.is_timeout() => inner.retire(generation, "no reply within the timeout"),
-                Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) => {
-                    inner.retire(generation, "it reached a read-only replica")
-                }
-                Ok(value) if reached_replica(value) => {
-                    inner.retire(generation, "it reached a read-only replica")
-                }
-                _ => {}
+            match verdict(&result, reached_replica) {
+                Some(why) => inner.retire(generation, why),
+                None => inner.heard(),
             }
             result
         })
     }
 }
 
-/// Whether `value` is Redis refusing a write because it is a replica.
-fn is_read_only(value: &Value) -> bool {
-    matches!(value, Value::ServerError(e) if e.kind() == Some(ServerErrorKind::ReadOnly))
+const MOVED: &str = "the connection was replaced since the earlier command";
+
+fn moved() -> RedisError {
+    RedisError::from((ErrorKind::Client, MOVED))
 }
 
-#[allow(clippy::ptr_arg)] // a `fn(&T) -> bool` with `T = Vec<Value>`
-fn any_read_only(values: &Vec<Value>) -> bool {
-    values.iter().any(is_read_only)
+/// Whether `error` is a pinned command refused because its connection was
+/// replaced ([`RedisConnection::pinned_to`]); it was not sent.
+pub(crate) fn is_moved(error: &RedisError) -> bool {
+    error.kind() == ErrorKind::Client && error.to_string().contains(MOVED)
 }
 
 /// `request` bounded by `timeout`, if any.

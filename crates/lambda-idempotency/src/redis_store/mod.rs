@@ -21,8 +21,11 @@
 //! The claim is then a script that writes back a record it finds, so that
 //! `WAIT` also covers a record this instance only read (a replay).
 
+mod claimed;
 mod conn;
 mod iam;
+mod slot;
+mod useless;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use std::time::Duration;
 
 use redis::{FromRedisValue, Script, Value};
 
+use claimed::ClaimedOn;
 pub use conn::{ConnectError, RedisConnection};
 pub use iam::IamAuth;
 
@@ -106,6 +110,9 @@ pub struct RedisOptions {
     /// Replicas that must acknowledge a claim and a completion (`WAIT`)
     /// before they are acted on. Default 0. Env `REDIS_MIN_REPLICAS`.
     /// ElastiCache Serverless does not support `WAIT`: keep it at 0 there.
+    /// The completion's `WAIT` also covers the writes the handler sent on
+    /// [`RedisStore::connection`] since the claim: a completion goes only
+    /// to the socket its claim went to. Needs RESP2 (the URL's default).
     pub min_replicas: u32,
     /// ElastiCache IAM authentication (a presigned token, renewed every 10
     /// minutes, as the password). Default none. Env `REDIS_IAM_USER`,
@@ -169,6 +176,17 @@ impl RedisOptions {
                 "IAM authentication needs TLS: REDIS_URL must start with rediss://",
             ));
         }
+        // Over RESP3 the redis crate also reconnects by itself when the
+        // server says it closes the socket, unseen by the store: a
+        // completion could then go to another socket than its claim.
+        let resp3 = redis::IntoConnectionInfo::into_connection_info(url)
+            .is_ok_and(|info| info.redis_settings().protocol().supports_resp3());
+        if self.min_replicas > 0 && resp3 {
+            return Err(bad(
+                "REDIS_MIN_REPLICAS",
+                "needs RESP2: remove protocol=resp3 from REDIS_URL",
+            ));
+        }
         Ok(())
     }
 }
@@ -197,6 +215,8 @@ pub struct RedisStore {
     conn: RedisConnection,
     options: Arc<RedisOptions>,
     scripts: Arc<Scripts>,
+    /// With `min_replicas`: the connection each live claim went to.
+    claimed: Arc<ClaimedOn>,
 }
 
 struct Scripts {
@@ -224,6 +244,7 @@ impl RedisStore {
                 renew: Script::new(RENEW),
                 lua_claim: AtomicBool::new(false),
             }),
+            claimed: Arc::default(),
         })
     }
 
@@ -286,13 +307,23 @@ impl RedisStore {
         F: Fn(RedisConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.call_on(&self.conn, op).await
+    }
+
+    /// [`Self::call`] on `conn` (the store's, or a copy of it pinned to one
+    /// socket).
+    async fn call_on<T, F, Fut>(&self, conn: &RedisConnection, op: F) -> Result<T, StoreError>
+    where
+        F: Fn(RedisConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         let timeout = self.options.timeout;
         let mut retried = false;
         loop {
-            let generation = self.conn.generation();
-            match tokio::time::timeout(timeout, op(self.conn.clone())).await {
+            let generation = conn.generation();
+            match tokio::time::timeout(timeout, op(conn.clone())).await {
                 Err(_) => {
-                    self.conn.retire(generation);
+                    conn.retire(generation);
                     return Err(StoreError::Timeout(timeout));
                 }
                 Ok(Err(e))
@@ -312,10 +343,19 @@ impl RedisStore {
     /// Runs `cmd` alone, or pipelined with `WAIT` when replicas must
     /// acknowledge it; returns its reply and the replicas that did.
     async fn with_wait(&self, cmd: redis::Cmd) -> Result<(Value, u32), StoreError> {
+        self.with_wait_on(&self.conn, cmd).await
+    }
+
+    /// [`Self::with_wait`] on `conn`.
+    async fn with_wait_on(
+        &self,
+        conn: &RedisConnection,
+        cmd: redis::Cmd,
+    ) -> Result<(Value, u32), StoreError> {
         let wanted = self.options.min_replicas;
         if wanted == 0 {
             let value = self
-                .call(|mut conn| {
+                .call_on(conn, |mut conn| {
                     let cmd = &cmd;
                     async move { cmd.query_async::<Value>(&mut conn).await }
                 })
@@ -328,7 +368,7 @@ impl RedisStore {
         let mut pipe = redis::pipe();
         pipe.add_command(cmd).cmd("WAIT").arg(wanted).arg(wait_ms);
         let (value, acked): (Value, i64) = self
-            .call(|mut conn| {
+            .call_on(conn, |mut conn| {
                 let pipe = &pipe;
                 async move { pipe.query_async(&mut conn).await }
             })
@@ -412,6 +452,28 @@ impl RedisStore {
 }
 
 impl RedisStore {
+    /// The connection the claim went to was replaced before the completion
+    /// (or the claim is unknown here): the handler's writes may be on a
+    /// server the store no longer reaches, where no `WAIT` of ours can
+    /// cover them. Nothing is completed, and the claim is given back, so a
+    /// retry runs at once and finds the handler's write where it survived,
+    /// or makes it again; this request gets `503`.
+    async fn refuse_completion(
+        &self,
+        key: &StoreKey,
+        owner: &OwnerToken,
+    ) -> Result<bool, StoreError> {
+        tracing::warn!(
+            key_hash = key.hash(),
+            "the connection of the claim was replaced before its completion: not completed, the claim given back"
+        );
+        let _ = self.release(key, owner).await;
+        Err(StoreError::NotReplicated {
+            acked: 0,
+            wanted: self.options.min_replicas,
+        })
+    }
+
     /// A full Redis (`noeviction`) refuses `SET` even when `NX` would not
     /// write. Reading the record still answers replays, `409`s and `422`s;
     /// only a new claim fails (`503`), as it must.
@@ -433,6 +495,13 @@ impl RedisStore {
             found => Ok((found, 0)),
         }
     }
+}
+
+/// A pinned command refused because its connection was replaced.
+fn is_moved(error: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    error
+        .downcast_ref::<redis::RedisError>()
+        .is_some_and(conn::is_moved)
 }
 
 fn is_syntax_error(error: &(dyn std::error::Error + Send + Sync)) -> bool {
@@ -519,19 +588,23 @@ impl IdempotencyStore for RedisStore {
         lease: Duration,
     ) -> Result<Option<StoredRecord>, StoreError> {
         let value = encode(Phase::InProgress, owner, payload);
+        let generation = self.conn.generation();
         let (reply, acked) = self.claim_value(key, &value, millis(lease)).await?;
         let existing = decode(reply)?;
+        let ours = existing
+            .as_ref()
+            .is_none_or(|r| r.phase == Phase::InProgress && r.owner == *owner);
         // Whatever the claim found or made, nothing is acted on unless the
         // replicas acknowledged it. Our own claim comes back when the first
         // reply was lost and the call retried: it is given back too.
         if let Err(not_replicated) = self.check_replicas(acked) {
-            let ours = existing
-                .as_ref()
-                .is_none_or(|r| r.phase == Phase::InProgress && r.owner == *owner);
             if ours {
                 let _ = self.release(key, owner).await;
             }
             return Err(not_replicated);
+        }
+        if self.options.min_replicas > 0 && ours {
+            self.claimed.insert(owner, generation);
         }
         Ok(existing)
     }
@@ -552,8 +625,19 @@ impl IdempotencyStore for RedisStore {
                 .await?
                 == 1);
         }
-        let (reply, acked) = match self.with_wait(Self::eval(COMPLETE, key, &args)).await {
+        // Only where the claim went: the handler's writes went there too.
+        let Some(generation) = self.claimed.get(owner) else {
+            return self.refuse_completion(key, owner).await;
+        };
+        let pinned = self.conn.pinned_to(generation);
+        let (reply, acked) = match self
+            .with_wait_on(&pinned, Self::eval(COMPLETE, key, &args))
+            .await
+        {
             Ok(answer) => answer,
+            Err(StoreError::Backend(e)) if is_moved(&*e) => {
+                return self.refuse_completion(key, owner).await;
+            }
             // Not confirmed is not acknowledged: the handler's writes may be
             // on the primary only, so the layer must not answer with them.
             Err(e) => {
@@ -564,6 +648,7 @@ impl IdempotencyStore for RedisStore {
                 });
             }
         };
+        self.claimed.forget(owner);
         let written = i64::from_redis_value(reply).map_err(StoreError::backend)? == 1;
         // Taken over: this instance's own writes (the handler's) may still
         // be on the primary only, and WAIT on a connection that wrote
@@ -575,6 +660,9 @@ impl IdempotencyStore for RedisStore {
     }
 
     async fn release(&self, key: &StoreKey, owner: &OwnerToken) -> Result<bool, StoreError> {
+        if self.options.min_replicas > 0 {
+            self.claimed.forget(owner);
+        }
         let prefix = in_progress_prefix(owner);
         let args: [&[u8]; 1] = [&prefix];
         Ok(self

@@ -338,6 +338,25 @@ fn urls_are_checked_and_iam_needs_tls() {
     assert!(iam.validate_url("rediss://cache:6379").is_ok());
 }
 
+#[test]
+fn replicas_required_need_resp2_so_that_every_reconnect_is_seen() {
+    let replicated = options(&[("REDIS_MIN_REPLICAS", "1")]).unwrap();
+    assert!(replicated.validate_url("redis://cache:6379").is_ok());
+    assert!(replicated
+        .validate_url("redis://cache:6379/?protocol=resp2")
+        .is_ok());
+    assert_eq!(
+        replicated
+            .validate_url("redis://cache:6379/?protocol=resp3")
+            .unwrap_err()
+            .var,
+        "REDIS_MIN_REPLICAS"
+    );
+    assert!(RedisOptions::default()
+        .validate_url("redis://cache:6379/?protocol=resp3")
+        .is_ok());
+}
+
 #[tokio::test]
 async fn against_a_frozen_redis_every_command_and_every_store_call_times_out_in_its_bound() {
     // The connection bounds each command itself (one timer, no response

@@ -80,14 +80,13 @@ impl Shared {
         };
         lock(&self.log).push(command.clone());
         let (mut hold, mut fault, mut then) = (false, None, Vec::new());
+        let mut notify = Vec::new();
         let mut rules = lock(&self.rules);
         rules.retain_mut(|armed| {
             if !armed.fires_at(&command) {
                 return true;
             }
-            if let Some(tx) = &armed.rule.notify {
-                let _ = tx.send(command.clone());
-            }
+            notify.extend(armed.rule.notify.clone());
             hold |= armed.rule.hold;
             fault = fault.or(armed.rule.fault);
             then.extend(armed.rule.then.take());
@@ -100,6 +99,11 @@ impl Shared {
         drop(rules);
         if hold {
             self.frozen.send_replace(true);
+        }
+        // Only once frozen: a test that releases the hold as soon as it is
+        // told must find it set.
+        for tx in notify {
+            let _ = tx.send(command.clone());
         }
         fault
     }
@@ -214,6 +218,18 @@ impl FaultProxy {
     /// How many commands arrived so far (the last one's number).
     pub fn received(&self) -> u64 {
         self.shared.numbered.load(Ordering::SeqCst)
+    }
+
+    /// The proxied connections that commands arrived on, each once, in the
+    /// order they were first used (numbered from 1, see [`Command::conn`]).
+    pub fn connections_used(&self) -> Vec<u64> {
+        let mut used = Vec::new();
+        for command in self.commands() {
+            if !used.contains(&command.conn) {
+                used.push(command.conn);
+            }
+        }
+        used
     }
 
     /// Connections currently open through the proxy.

@@ -121,8 +121,8 @@ impl Rule {
         self
     }
 
-    /// Sends the command on the returned channel when it arrives (before it
-    /// is held or forwarded).
+    /// Sends the command on the returned channel when it arrives: once a
+    /// hold it sets is in place, before the command is forwarded.
     pub fn notify(mut self) -> (Self, Arrivals) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.notify = Some(tx);

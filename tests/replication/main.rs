@@ -24,6 +24,8 @@
 //! Redis checks `WAIT` timeouts on its 100 ms clock (`hz 10`), so a 100 ms
 //! command timeout would cut `WAIT` off before it answers.
 
+mod connections;
+
 use std::time::Duration;
 
 use idempotent_orders::{App, Config};
@@ -91,6 +93,10 @@ fn replayable(response: &Response<Body>) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
         .collect();
     headers.sort();
     (headers, response.body().to_vec())
+}
+
+fn is_order_write(command: &testkit::fault_proxy::Command) -> bool {
+    command.name() == "SET" && command.key().is_some_and(|key| key.starts_with("orders:"))
 }
 
 fn is_claim(command: &testkit::fault_proxy::Command) -> bool {
@@ -244,15 +250,12 @@ async fn with_one_replica_required_a_completion_that_times_out_never_answers_an_
     let replica = RedisServer::replica_of_port(link.port());
     let proxy = FaultProxy::start(socket_addr(&primary.url()));
     let app = app(&proxy.url(), "1", |_| {});
-    let is_write = |c: &testkit::fault_proxy::Command| {
-        c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:"))
-    };
     let is_completion = |c: &testkit::fault_proxy::Command| {
         c.name() == "EVAL" && c.arg(5).is_some_and(|v| v.starts_with(b"c"))
     };
     // The claim is acknowledged; then the replica falls behind before the
     // order is written, and every completion's answer comes too late.
-    let mut writes = proxy.hold_at(At::matching(is_write));
+    let mut writes = proxy.hold_at(At::matching(is_order_write));
     proxy.inject(
         At::matching(is_completion),
         Fault::DelayReply(Duration::from_secs(3)),
@@ -286,12 +289,9 @@ async fn with_one_replica_required_a_record_no_replica_acknowledged_is_not_repla
     let replica = RedisServer::replica_of_port(link.port());
     let proxy = FaultProxy::start(socket_addr(&primary.url()));
     let app = app(&proxy.url(), "1", |_| {});
-    let is_write = |c: &testkit::fault_proxy::Command| {
-        c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:"))
-    };
     // The replica falls behind after the claim: the order and the completed
     // record stay on the primary, and the first answer is 503.
-    let mut writes = proxy.hold_at(At::matching(is_write));
+    let mut writes = proxy.hold_at(At::matching(is_order_write));
     let run = tokio::spawn({
         let app = app.clone();
         async move { app.handle(order("k-unacked")).await }
@@ -343,10 +343,7 @@ impl Frozen {
     fn start(primary: &RedisServer, tweak: impl FnOnce(&mut Config), key: &str) -> Self {
         let proxy = FaultProxy::start(socket_addr(&primary.url()));
         let app = app(&proxy.url(), "1", tweak);
-        let is_write = |c: &testkit::fault_proxy::Command| {
-            c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:"))
-        };
-        let (rule, held) = Rule::at(At::matching(is_write)).hold().notify();
+        let (rule, held) = Rule::at(At::matching(is_order_write)).hold().notify();
         proxy.add(rule);
         let freezer = Freezer::default();
         let request = order(key);
@@ -373,77 +370,4 @@ impl Frozen {
         self.freezer.thaw();
         self.run.await.expect("the request")
     }
-}
-
-/// Sends `key`'s order until it gets something other than `503` (at most
-/// 20 times, 100 ms apart); returns that and the `503`s before it.
-async fn until_not_503(app: &App, key: &str) -> (Response<Body>, usize) {
-    for refused in 0..20 {
-        let response = app.handle(order(key)).await;
-        if response.status() != 503 {
-            return (response, refused);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{key}: 503 twenty times");
-}
-
-/// The proxied connections that commands arrived on, in order, deduplicated.
-fn connections_used(proxy: &FaultProxy) -> Vec<u64> {
-    let mut used: Vec<u64> = proxy.commands().iter().map(|c| c.conn).collect();
-    used.dedup();
-    used
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_one_replica_required_a_connection_left_on_the_demoted_primary_costs_one_503() {
-    let primary = RedisServer::start();
-    let replica = RedisServer::replica_of(&primary);
-    let proxy = FaultProxy::start(socket_addr(&primary.url()));
-    let app = app(&proxy.url(), "1", |_| {});
-    assert_eq!(app.handle(order("k-before")).await.status(), 201);
-
-    // A failover that leaves the old primary up, as the new one's replica,
-    // and the endpoint naming the new one. The instance's open connection
-    // still reaches the old primary, which refuses every write (READONLY)
-    // but stays connected: the redis crate alone would never reconnect.
-    replica.promote();
-    primary.demote_to_replica_of(&replica);
-    proxy.retarget(socket_addr(&replica.url()));
-    let refused = app.handle(order("k-after")).await;
-    assert_eq!(refused.status(), 503, "{:?}", refused.body());
-
-    // The next request opens a new connection. Until the demoted primary
-    // has synced, the new primary has no replica to acknowledge: 503s.
-    let (served, _) = until_not_503(&app, "k-after").await;
-    assert_eq!(served.status(), 201, "{:?}", served.body());
-    assert_eq!(connections_used(&proxy), [1, 2], "one fresh connection");
-    assert_eq!(replica.orders(), 2, "k-before (replicated) and k-after");
-    let replay = app.handle(order("k-after")).await;
-    assert!(replayed(&replay));
-    assert_eq!(replayable(&replay), replayable(&served));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_write_whose_reply_never_comes_costs_one_503_and_the_retry_answers_that_order() {
-    let redis = RedisServer::start();
-    let proxy = FaultProxy::start(socket_addr(&redis.url()));
-    let app = app(&proxy.url(), "0", |_| {});
-    assert_eq!(app.handle(order("k-warm")).await.status(), 201);
-
-    // The order write is applied, but from it on every reply on this
-    // connection arrives a minute late: the socket stays open and nothing
-    // on it ever fails.
-    let order_write =
-        At::matching(|c| c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:")));
-    proxy.inject(order_write, Fault::DelayReply(Duration::from_secs(60)));
-    let stuck = app.handle(order("k-stuck")).await;
-    assert_eq!(stuck.status(), 503, "{:?}", stuck.body());
-
-    let (retry, refused) = until_not_503(&app, "k-stuck").await;
-    assert_eq!(refused, 0, "the retry already goes to a fresh connection");
-    assert_eq!(retry.status(), 201, "{:?}", retry.body());
-    assert!(!replayed(&retry), "the stuck attempt never completed");
-    assert_eq!(redis.orders(), 2, "k-warm, and k-stuck once");
-    assert_eq!(connections_used(&proxy), [1, 2]);
 }
