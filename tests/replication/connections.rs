@@ -102,21 +102,21 @@ async fn failover_between_the_order_write_and_the_completion(old: Old) {
     let replica = RedisServer::replica_of_port(link.port());
     let proxy = FaultProxy::start(socket_addr(&primary.url()));
     let app = app(&proxy.url(), "1", |c| {
-        c.redis.timeout = Duration::from_secs(4)
+        c.redis.timeout = Duration::from_secs(8)
     });
     assert_eq!(app.handle(order("k-warm")).await.status(), 201);
 
     // The order write is held; the replica stops hearing from the primary;
     // the write goes on, reaching the primary only, and its reply (and all
-    // after it on that connection) arrives 2.5 s late.
+    // after it on that connection) arrives 5 s late: time for the failover.
     let (rule, mut writes) = Rule::at(At::matching(is_order_write))
         .hold()
-        .fault(Fault::DelayReply(Duration::from_millis(2500)))
+        .fault(Fault::DelayReply(Duration::from_secs(5)))
         .notify();
     proxy.add(rule);
     let request: Request = lambda_http::request::from_str(&order_event("k-lost", TEA).to_string())
         .expect("event")
-        .with_lambda_context(context_with_deadline_in(Duration::from_secs(10)));
+        .with_lambda_context(context_with_deadline_in(Duration::from_secs(20)));
     let run = tokio::spawn({
         let app = app.clone();
         async move { app.handle(request).await }
@@ -160,6 +160,25 @@ async fn failover_between_the_order_write_and_the_completion(old: Old) {
         "the order exists"
     );
     assert_eq!(replica.orders(), 2, "k-warm and k-lost, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_replica_required_the_first_request_after_a_dropped_connection_is_answered_once() {
+    let primary = RedisServer::start();
+    let _replica = RedisServer::replica_of(&primary);
+    let proxy = FaultProxy::start(socket_addr(&primary.url()));
+    let app = app(&proxy.url(), "1", |_| {});
+    assert_eq!(app.handle(order("k-warm")).await.status(), 201);
+
+    // An idle connection dropped (a restart, a NAT timeout): the claim
+    // finds the socket dead and is retried on a fresh one; the handler's
+    // order and the completion follow it there.
+    proxy.kill_connections();
+    let first = app.handle(order("k-after-drop")).await;
+    assert_eq!(first.status(), 201, "{:?}", first.body());
+    assert!(!replayed(&first));
+    assert_eq!(primary.orders(), 2, "k-warm and k-after-drop, once each");
+    assert_eq!(proxy.connections_used(), [1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,8 +129,15 @@ impl RedisServer {
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
-            if self.ping() {
-                return true;
+            match self.answering() {
+                Some(true) => return true,
+                // Another process's server holds the port (it won the race
+                // for it): ours is exiting, or will.
+                Some(false) => {
+                    self.stop();
+                    return false;
+                }
+                None => {}
             }
             let exited = self
                 .child
@@ -148,20 +155,35 @@ impl RedisServer {
         );
     }
 
-    fn ping(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
-            return false;
-        };
+    /// `Some(true)` when our own child answers on the port, `Some(false)`
+    /// when another process does, `None` when nothing does yet.
+    fn answering(&self) -> Option<bool> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         if self.tls.is_some() {
-            // Listening is enough: a plain PING cannot cross TLS.
-            return true;
+            // Listening is enough: a plain command cannot cross TLS.
+            return Some(true);
         }
         let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        let mut reply = [0u8; 7];
-        // A server with a password answers NOAUTH: it is up all the same.
-        stream.write_all(b"PING\r\n").is_ok()
-            && stream.read_exact(&mut reply).is_ok()
-            && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
+        stream.write_all(b"INFO server\r\n").ok()?;
+        let mut reply = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&reply);
+            // A server with a password answers NOAUTH: it is up all the same.
+            if text.starts_with("-NOAUTH") {
+                return Some(true);
+            }
+            // The whole `process_id:<pid>` line, once it has arrived.
+            let pid = text.split_once("process_id:").and_then(|(_, rest)| {
+                let (pid, _) = rest.split_once("\r\n")?;
+                pid.parse::<u32>().ok()
+            });
+            if let Some(pid) = pid {
+                return Some(Some(pid) == self.pid());
+            }
+            let n = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
+            reply.extend_from_slice(&chunk[..n]);
+        }
     }
 
     /// The server's process id, while it runs.
@@ -435,5 +457,27 @@ fn wait_for_a_replica(port: u16) {
             started.elapsed() < Duration::from_secs(10),
             "the replica never acknowledged its primary's writes"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_lost_the_race_for_its_port_is_not_taken_for_ours() {
+        let first = RedisServer::start();
+        let dir = std::env::temp_dir().join(format!("redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("a working directory");
+        let mut second = RedisServer {
+            port: first.port,
+            child: None,
+            extra: Vec::new(),
+            tls: None,
+            dir,
+        };
+        assert!(!second.spawn(), "the port answers, but not with our child");
+        assert!(second.pid().is_none());
+        assert_eq!(first.answering(), Some(true));
     }
 }

@@ -9,7 +9,9 @@
 //! could be acknowledged while the handler's write is on a demoted or dead
 //! primary only. So a completion goes to the connection its claim went to,
 //! or nowhere (`RedisConnection::pinned_to`); its number is kept here from
-//! the claim to the completion or release.
+//! the claim to the completion or release. An entry whose invocation never
+//! got that far (cut off by its deadline, say) is swept once it is older
+//! than any lease.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};

@@ -2,23 +2,23 @@
 //!
 //! Made once per cold start and shared by every invocation (and by the
 //! function's own commands, through [`crate::RedisStore::connection`]):
-//! - standalone Redis: a lazy `ConnectionManager`. Creating it never fails
-//!   because Redis is down (the function still starts, and answers `503`
-//!   until Redis is back), and it reconnects by itself, so a warm instance
-//!   recovers with no cold start;
+//! - standalone Redis: one multiplexed connection, opened by the first
+//!   command that needs it;
 //! - cluster mode (ElastiCache Serverless, cluster mode enabled): the redis
-//!   crate's async cluster connection, made on first use (and retried on
-//!   the next call if that fails), which follows `MOVED`/`ASK` redirects.
+//!   crate's async cluster connection, also made on first use, which
+//!   follows `MOVED`/`ASK` redirects.
 //!
-//! Reconnect retries are few and short because every call is also bounded
-//! by a timeout: a request must fail fast, not hang.
-//!
-//! A connection that is open but useless (its replies stopped coming, or it
-//! reached a read-only replica after a failover) is given up, and the next
-//! command opens a fresh one: see [`super::useless`].
+//! Creating a `RedisConnection` never fails because Redis is down: the
+//! function still starts, and answers `503` until Redis is back. A
+//! connection that fails, or is open but useless (its replies stopped
+//! coming, or it reached a read-only replica after a failover), is given
+//! up, and the next command opens a fresh one ([`super::useless`]), so a
+//! warm instance recovers with no cold start. A connect that fails is
+//! tried again by the next command: every call is bounded by a timeout, so
+//! a request fails fast instead of waiting for Redis.
 //!
 //! That timeout is this type's own: one timer per command, around the whole
-//! command (a wait for a reconnect included). The store's own copy has none:
+//! command (a wait for a connect included). The store's own copy has none:
 //! the store bounds each of its calls (which may be several commands) by one
 //! timer of its own. The standalone connection sets no response timeout of
 //! the redis crate's on top: tokio wakes its driver (an `eventfd` write,
@@ -28,11 +28,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    TlsCertificates, Value,
 };
 use tokio::sync::OnceCell;
 
@@ -128,21 +129,16 @@ impl RedisConnection {
             Some(certs) => redis::Client::build_with_tls(url, certs),
         }
         .map_err(ConnectError::Client)?;
-        let mut config = ConnectionManagerConfig::new()
+        let mut config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(None)
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(100));
+            .set_response_timeout(None);
         if let Some(credentials) = credentials {
             config = config.set_credentials_provider(credentials);
         }
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
-            .map_err(ConnectError::Client)?;
         let inner = Inner::Single(Arc::new(Single {
             client,
             config,
-            slot: Slot::new(manager),
+            slot: Slot::new(Arc::new(OnceCell::new())),
             timeout,
         }));
         Ok(Self::over(inner, timeout))
@@ -157,6 +153,22 @@ impl RedisConnection {
     }
 }
 
+/// The standalone connection in `conn`, opened on first use.
+async fn single(
+    single: &Single,
+    conn: &OnceCell<MultiplexedConnection>,
+) -> RedisResult<MultiplexedConnection> {
+    let conn = conn
+        .get_or_try_init(|| {
+            single
+                .client
+                .get_multiplexed_async_connection_with_config(&single.config)
+        })
+        .await?;
+    Ok(conn.clone())
+}
+
+/// The cluster connection in `conn`, opened on first use.
 async fn cluster(
     client: &ClusterClient,
     conn: &OnceCell<ClusterConnection>,
@@ -224,7 +236,7 @@ impl RedisConnection {
             let result = bounded(timeout, request).await;
             match verdict(&result, reached_replica) {
                 Some(why) => inner.retire(generation, why),
-                None => inner.heard(),
+                None => inner.heard(generation),
             }
             result
         })
@@ -264,9 +276,12 @@ async fn bounded<T>(
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &self.inner {
-            Inner::Single(single) => {
-                let (generation, mut conn) = single.slot.get();
-                let request = async move { conn.req_packed_command(cmd).await };
+            Inner::Single(shared) => {
+                let (generation, conn) = shared.slot.get();
+                let request = async move {
+                    let mut conn = single(shared, &conn).await?;
+                    conn.req_packed_command(cmd).await
+                };
                 self.send(generation, request, is_read_only)
             }
             Inner::Cluster(shared) => {
@@ -287,10 +302,12 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &self.inner {
-            Inner::Single(single) => {
-                let (generation, mut conn) = single.slot.get();
-                let request =
-                    async move { conn.req_packed_commands(pipeline, offset, count).await };
+            Inner::Single(shared) => {
+                let (generation, conn) = shared.slot.get();
+                let request = async move {
+                    let mut conn = single(shared, &conn).await?;
+                    conn.req_packed_commands(pipeline, offset, count).await
+                };
                 self.send(generation, request, any_read_only)
             }
             Inner::Cluster(shared) => {
@@ -306,7 +323,7 @@ impl ConnectionLike for RedisConnection {
 
     fn get_db(&self) -> i64 {
         match &self.inner {
-            Inner::Single(single) => single.slot.get().1.get_db(),
+            Inner::Single(single) => single.client.get_connection_info().redis_settings().db(),
             Inner::Cluster(_) => 0,
         }
     }

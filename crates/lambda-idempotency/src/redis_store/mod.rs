@@ -112,7 +112,7 @@ pub struct RedisOptions {
     /// ElastiCache Serverless does not support `WAIT`: keep it at 0 there.
     /// The completion's `WAIT` also covers the writes the handler sent on
     /// [`RedisStore::connection`] since the claim: a completion goes only
-    /// to the socket its claim went to. Needs RESP2 (the URL's default).
+    /// to the socket its claim went to. Not in cluster mode.
     pub min_replicas: u32,
     /// ElastiCache IAM authentication (a presigned token, renewed every 10
     /// minutes, as the password). Default none. Env `REDIS_IAM_USER`,
@@ -176,17 +176,6 @@ impl RedisOptions {
                 "IAM authentication needs TLS: REDIS_URL must start with rediss://",
             ));
         }
-        // Over RESP3 the redis crate also reconnects by itself when the
-        // server says it closes the socket, unseen by the store: a
-        // completion could then go to another socket than its claim.
-        let resp3 = redis::IntoConnectionInfo::into_connection_info(url)
-            .is_ok_and(|info| info.redis_settings().protocol().supports_resp3());
-        if self.min_replicas > 0 && resp3 {
-            return Err(bad(
-                "REDIS_MIN_REPLICAS",
-                "needs RESP2: remove protocol=resp3 from REDIS_URL",
-            ));
-        }
         Ok(())
     }
 }
@@ -230,7 +219,17 @@ struct Scripts {
 
 impl RedisStore {
     /// A store over a new lazy connection to `url`.
+    ///
+    /// With [`RedisOptions::min_replicas`], `url` must be a standalone
+    /// Redis: in cluster mode a record and the handler's writes may live on
+    /// different shards, which one `WAIT` does not cover.
     pub fn open(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
+        if options.min_replicas > 0 && options.cluster {
+            return Err(ConnectError::Client(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "min_replicas needs a standalone Redis, not cluster mode",
+            ))));
+        }
         // Unbounded: `call` bounds each call, reconnects and script
         // reloads included, by one timer.
         let conn = RedisConnection::open(url, &options)?.unbounded();
@@ -452,12 +451,12 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// The connection the claim went to was replaced before the completion
-    /// (or the claim is unknown here): the handler's writes may be on a
-    /// server the store no longer reaches, where no `WAIT` of ours can
-    /// cover them. Nothing is completed, and the claim is given back, so a
-    /// retry runs at once and finds the handler's write where it survived,
-    /// or makes it again; this request gets `503`.
+    /// The socket in use after the claim was replaced before the
+    /// completion: the handler's writes may be on a server the store no
+    /// longer reaches, where no `WAIT` of ours can cover them. Nothing is
+    /// completed, and the claim is given back, so a retry runs at once and
+    /// finds the handler's write where it survived, or makes it again; this
+    /// request gets `503`.
     async fn refuse_completion(
         &self,
         key: &StoreKey,
@@ -588,8 +587,9 @@ impl IdempotencyStore for RedisStore {
         lease: Duration,
     ) -> Result<Option<StoredRecord>, StoreError> {
         let value = encode(Phase::InProgress, owner, payload);
-        let generation = self.conn.generation();
         let (reply, acked) = self.claim_value(key, &value, millis(lease)).await?;
+        // The socket from now on: the handler's writes come after this.
+        let generation = self.conn.generation();
         let existing = decode(reply)?;
         let ours = existing
             .as_ref()
@@ -625,9 +625,13 @@ impl IdempotencyStore for RedisStore {
                 .await?
                 == 1);
         }
-        // Only where the claim went: the handler's writes went there too.
+        // Only on the socket the handler's writes went to since the claim.
         let Some(generation) = self.claimed.get(owner) else {
-            return self.refuse_completion(key, owner).await;
+            // Refused, completed or given back before: nothing more to do.
+            return Err(StoreError::NotReplicated {
+                acked: 0,
+                wanted: self.options.min_replicas,
+            });
         };
         let pinned = self.conn.pinned_to(generation);
         let (reply, acked) = match self

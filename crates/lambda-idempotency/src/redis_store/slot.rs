@@ -47,9 +47,12 @@ impl<T: Clone> Slot<T> {
             .0
     }
 
-    /// Notes that a reply came back.
-    pub(super) fn heard(&self) {
-        self.heard.store(self.now_ms(), Ordering::Relaxed);
+    /// Notes that a reply came back on connection `generation`; a late
+    /// reply on a replaced one says nothing of the one in use.
+    pub(super) fn heard(&self, generation: u64) {
+        if self.generation() == generation {
+            self.heard.store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// Puts `fresh()` in place of connection `generation`, unless it was
@@ -74,7 +77,7 @@ impl<T: Clone> Slot<T> {
         }
         let Some(conn) = fresh() else { return false };
         *current = (generation + 1, conn);
-        self.heard();
+        self.heard.store(self.now_ms(), Ordering::Relaxed);
         true
     }
 
@@ -98,9 +101,20 @@ mod tests {
     #[test]
     fn a_connection_that_answered_within_the_quiet_time_is_kept() {
         let slot = Slot::new("a");
-        slot.heard();
+        slot.heard(0);
         assert!(!slot.replace(0, Some(Duration::from_secs(60)), || Some("b")));
         assert!(slot.replace(0, Some(Duration::ZERO), || Some("b")));
         assert_eq!(slot.generation(), 1);
+    }
+
+    #[test]
+    fn a_late_reply_on_a_replaced_connection_does_not_keep_its_successor() {
+        let slot = Slot::new("a");
+        assert!(slot.replace(0, None, || Some("b")));
+        // Far in the past, as if `b` had been silent since.
+        slot.heard.store(0, Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(5));
+        slot.heard(0);
+        assert!(slot.replace(1, Some(Duration::from_millis(5)), || Some("c")));
     }
 }

@@ -339,22 +339,12 @@ fn urls_are_checked_and_iam_needs_tls() {
 }
 
 #[test]
-fn replicas_required_need_resp2_so_that_every_reconnect_is_seen() {
+fn replicas_required_refuse_cluster_mode() {
     let replicated = options(&[("REDIS_MIN_REPLICAS", "1")]).unwrap();
-    assert!(replicated.validate_url("redis://cache:6379").is_ok());
-    assert!(replicated
-        .validate_url("redis://cache:6379/?protocol=resp2")
-        .is_ok());
-    assert_eq!(
-        replicated
-            .validate_url("redis://cache:6379/?protocol=resp3")
-            .unwrap_err()
-            .var,
-        "REDIS_MIN_REPLICAS"
-    );
-    assert!(RedisOptions::default()
-        .validate_url("redis://cache:6379/?protocol=resp3")
-        .is_ok());
+    let mut cluster = replicated.clone();
+    cluster.cluster = true;
+    assert!(RedisStore::open("redis://cache:6379", cluster).is_err());
+    assert!(RedisStore::open("redis://cache:6379", replicated).is_ok());
 }
 
 #[tokio::test]

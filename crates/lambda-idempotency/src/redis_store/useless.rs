@@ -15,10 +15,13 @@
 //! command gets a fresh connection, made lazily, resolving the endpoint
 //! again. A timeout alone does not give a connection up while other
 //! replies keep coming on it within the timeout: it is slow (say, queued
-//! behind a blocking `WAIT`), not useless, and a new socket would not help
-//! a struggling server. A connection that failed is given up too, so that
-//! a connection's number ([`Slot`]) always names one socket: a caller can
-//! then require that a command go where an earlier one went.
+//! behind a blocking `WAIT`), not useless. (With one invocation at a time
+//! nothing else is in flight, so a server slower than the timeout costs a
+//! reconnect per timeout.) A socket that failed is replaced the same way:
+//! the redis crate's own reconnecting manager is not used, so only the
+//! [`Slot`] opens sockets, and a connection's number names exactly one
+//! socket; a caller can then require that a command go where an earlier
+//! one went.
 //!
 //! Commands in flight on a retired connection finish or time out there;
 //! the socket closes when the last of them is done. A command applied late
@@ -28,7 +31,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::MultiplexedConnection;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisError, RedisResult, ServerErrorKind, Value};
@@ -42,11 +45,13 @@ pub(super) enum Inner {
     Cluster(Arc<Cluster>),
 }
 
-/// A standalone connection, and what it takes to make a fresh one.
+/// A standalone client, and its connection made on first use. Only the
+/// slot ever opens a socket (no reconnect behind its back), so a
+/// connection's number names exactly one socket.
 pub(super) struct Single {
     pub(super) client: redis::Client,
-    pub(super) config: ConnectionManagerConfig,
-    pub(super) slot: Slot<ConnectionManager>,
+    pub(super) config: redis::AsyncConnectionConfig,
+    pub(super) slot: Slot<Arc<OnceCell<MultiplexedConnection>>>,
     /// How long a connection may stay silent before a timeout retires it.
     pub(super) timeout: Duration,
 }
@@ -65,7 +70,7 @@ pub(super) enum Useless {
     Silent,
     /// It reached a read-only replica.
     ReadOnly,
-    /// Its socket failed (the redis crate reconnects it by itself).
+    /// Its socket failed (or could not be opened).
     Failed,
 }
 
@@ -77,11 +82,11 @@ impl Inner {
         }
     }
 
-    /// Notes that a reply came back.
-    pub(super) fn heard(&self) {
+    /// Notes that a reply came back on connection `generation`.
+    pub(super) fn heard(&self, generation: u64) {
         match self {
-            Self::Single(single) => single.slot.heard(),
-            Self::Cluster(cluster) => cluster.slot.heard(),
+            Self::Single(single) => single.slot.heard(generation),
+            Self::Cluster(cluster) => cluster.slot.heard(generation),
         }
     }
 
@@ -90,16 +95,12 @@ impl Inner {
         let replaced = match self {
             Self::Single(single) => {
                 let quiet = (why == Useless::Silent).then_some(single.timeout);
-                single.slot.replace(generation, quiet, || {
-                    let (client, config) = (single.client.clone(), single.config.clone());
-                    ConnectionManager::new_lazy_with_config(client, config).ok()
-                })
+                single.slot.replace(generation, quiet, fresh)
             }
             // The cluster client replaces a failed node connection itself.
             Self::Cluster(_) if why == Useless::Failed => false,
             Self::Cluster(cluster) => {
                 let quiet = (why == Useless::Silent).then_some(cluster.timeout);
-                let fresh = || Some(Arc::new(OnceCell::new()));
                 cluster.slot.replace(generation, quiet, fresh)
             }
         };
@@ -110,6 +111,11 @@ impl Inner {
             );
         }
     }
+}
+
+/// A connection not opened yet: the next command that needs it opens it.
+fn fresh<C>() -> Option<Arc<OnceCell<C>>> {
+    Some(Arc::new(OnceCell::new()))
 }
 
 /// What `result` says of the connection it came from: `None` when it
