@@ -158,14 +158,20 @@ async fn single(
     single: &Single,
     conn: &OnceCell<MultiplexedConnection>,
 ) -> RedisResult<MultiplexedConnection> {
-    let conn = conn
-        .get_or_try_init(|| {
+    if let Some(open) = conn.get() {
+        return Ok(open.clone());
+    }
+    // Boxed: the connect future is large, and every command's future would
+    // otherwise carry (and move) its space.
+    let connect = || {
+        Box::pin(
             single
                 .client
-                .get_multiplexed_async_connection_with_config(&single.config)
-        })
-        .await?;
-    Ok(conn.clone())
+                .get_multiplexed_async_connection_with_config(&single.config),
+        )
+    };
+    let open = conn.get_or_try_init(connect).await?;
+    Ok(open.clone())
 }
 
 /// The cluster connection in `conn`, opened on first use.
