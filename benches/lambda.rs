@@ -636,6 +636,14 @@ async fn main() {
         report::print_managed(&managed_instances(&function, &redis).await);
         return;
     }
+    // `-- memory`: only the RSS after 10,000 and 50,000 invocations.
+    if std::env::args().any(|a| a == "memory") {
+        drop(harnesses);
+        for (n, (rss, peak)) in memory(&function, &redis).await {
+            println!("RSS after {n} invocations: {rss} KiB (peak {peak} KiB)");
+        }
+        return;
+    }
     let mode = std::env::args().find(|a| a == "instructions" || a == "latency");
     if let Some(mode) = mode {
         let only: Vec<String> = std::env::args()
