@@ -610,6 +610,14 @@ async fn main() {
     let redis = RedisServer::start_with(&["--enable-debug-command", "yes"]);
     let function = std::env::var_os("BENCH_FUNCTION")
         .map_or_else(|| release.join("idempotent-orders"), PathBuf::from);
+    // `-- memory`: only the RSS after 10,000 and 50,000 invocations (of
+    // any release binary, with `BENCH_FUNCTION`).
+    if std::env::args().any(|a| a == "memory") {
+        for (n, (rss, peak)) in memory(&function, &redis).await {
+            println!("RSS after {n} invocations: {rss} KiB (peak {peak} KiB)");
+        }
+        return;
+    }
     let mut processes: Vec<(PathBuf, Env)> = vec![
         (release.join("examples/floor-echo"), QUIET),
         (release.join("examples/floor-one-rtt"), QUIET),
@@ -634,14 +642,6 @@ async fn main() {
     if std::env::args().any(|a| a == "managed") {
         drop(harnesses);
         report::print_managed(&managed_instances(&function, &redis).await);
-        return;
-    }
-    // `-- memory`: only the RSS after 10,000 and 50,000 invocations.
-    if std::env::args().any(|a| a == "memory") {
-        drop(harnesses);
-        for (n, (rss, peak)) in memory(&function, &redis).await {
-            println!("RSS after {n} invocations: {rss} KiB (peak {peak} KiB)");
-        }
         return;
     }
     let mode = std::env::args().find(|a| a == "instructions" || a == "latency");
