@@ -26,7 +26,7 @@ const FORGOTTEN_AFTER: Duration = Duration::from_secs(20 * 60);
 const SWEEP_FROM: usize = 256;
 
 #[derive(Default)]
-pub(super) struct ClaimedOn(Mutex<HashMap<String, (u64, Instant)>>);
+pub(super) struct ClaimedOn(Mutex<HashMap<OwnerToken, (u64, Instant)>>);
 
 impl ClaimedOn {
     /// Notes that `owner`'s claim was acknowledged on connection
@@ -36,19 +36,19 @@ impl ClaimedOn {
         if map.len() >= SWEEP_FROM {
             map.retain(|_, (_, at)| at.elapsed() < FORGOTTEN_AFTER);
         }
-        map.insert(owner.as_str().to_owned(), (generation, Instant::now()));
+        map.insert(owner.clone(), (generation, Instant::now()));
     }
 
     /// The connection `owner`'s claim was acknowledged on.
     pub(super) fn get(&self, owner: &OwnerToken) -> Option<u64> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(owner.as_str()).map(|(generation, _)| *generation)
+        map.get(owner).map(|(generation, _)| *generation)
     }
 
     /// Forgets `owner`'s claim (completed or released).
     pub(super) fn forget(&self, owner: &OwnerToken) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.remove(owner.as_str());
+        map.remove(owner);
     }
 }
 

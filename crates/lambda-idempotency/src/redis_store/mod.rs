@@ -588,8 +588,9 @@ impl IdempotencyStore for RedisStore {
     ) -> Result<Option<StoredRecord>, StoreError> {
         let value = encode(Phase::InProgress, owner, payload);
         let (reply, acked) = self.claim_value(key, &value, millis(lease)).await?;
-        // The socket from now on: the handler's writes come after this.
-        let generation = self.conn.generation();
+        // The socket from now on (the handler's writes come after this);
+        // looked up only when completions are pinned to it.
+        let generation = (self.options.min_replicas > 0).then(|| self.conn.generation());
         let existing = decode(reply)?;
         let ours = existing
             .as_ref()
@@ -603,7 +604,7 @@ impl IdempotencyStore for RedisStore {
             }
             return Err(not_replicated);
         }
-        if self.options.min_replicas > 0 && ours {
+        if let Some(generation) = generation.filter(|_| ours) {
             self.claimed.insert(owner, generation);
         }
         Ok(existing)
