@@ -10,7 +10,7 @@
 //! log-and-metric line, which carries the request id itself. Here the
 //! request id (with the X-Ray trace id and the tenant id, when there are
 //! any) is kept in a task-local for the invocation's future instead
-//! ([`RequestIdLayer`]): setting it is a pointer swap per poll, and only a
+//! ([`scope`]): setting it is a pointer swap per poll, and only a
 //! line that is actually written looks it up ([`WithRequestId`]). JSON
 //! lines get top-level `requestId`, `xrayTraceId` and `tenantId`
 //! properties, as in Lambda's own JSON log format; text lines start with
@@ -20,17 +20,16 @@
 //! it, as they did not inherit the span.
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use lambda_http::lambda_runtime::LambdaInvocation;
-use lambda_http::tower::{Layer, Service};
+use lambda_http::lambda_runtime::Context;
 use lambda_http::tracing::subscriber::filter::{EnvFilter, LevelFilter};
 use lambda_http::tracing::subscriber::fmt::format::Writer;
 use lambda_http::tracing::subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use lambda_http::tracing::subscriber::registry::LookupSpan;
-use lambda_http::Error;
+use tokio::task::futures::TaskLocalFuture;
 use tracing::{Event, Subscriber};
 
 tokio::task_local! {
@@ -40,7 +39,7 @@ tokio::task_local! {
 
 /// What a log line says of the invocation it was written in: the
 /// properties `lambda_runtime`'s span carried. Public only as part of
-/// [`RequestIds`]' future type.
+/// [`scope`]'s future type.
 pub struct Invocation {
     request_id: String,
     xray_trace_id: Option<String>,
@@ -60,15 +59,6 @@ impl Invocation {
     }
 }
 
-/// With `AWS_LAMBDA_MAX_CONCURRENCY` above 1, `lambda_runtime` polls each
-/// worker's futures inside an INFO span (`worker`, with the task id), so
-/// every poll enters and leaves it: a fifth of the function's CPU samples
-/// at concurrency 8 (`perf`). Its module writes nothing else at INFO, and
-/// lines name their invocation by request id here, so at the INFO level
-/// the module is held to warnings and errors and the span is never
-/// created ([`quiets_runtime`]).
-const QUIET_RUNTIME: &str = "lambda_runtime::runtime=warn";
-
 /// Installs the global subscriber, configured as `lambda_http`'s default
 /// one is, but naming the invocation on each line.
 pub fn init() {
@@ -78,16 +68,9 @@ pub fn init() {
         .ok()
         .and_then(|l| LevelFilter::from_str(&l).ok())
         .unwrap_or(LevelFilter::INFO);
-    let mut filter = EnvFilter::builder()
+    let filter = EnvFilter::builder()
         .with_default_directive(level.into())
         .from_env_lossy();
-    let rust_log = std::env::var("RUST_LOG").unwrap_or_default();
-    if quiets_runtime(&filter, &rust_log) {
-        // Always parses (a test says so).
-        if let Ok(directive) = QUIET_RUNTIME.parse() {
-            filter = filter.add_directive(directive);
-        }
-    }
     let builder = lambda_http::tracing::subscriber::fmt()
         .with_target(false)
         .without_time()
@@ -103,15 +86,6 @@ pub fn init() {
             .map_event_format(|format| WithRequestId::new(format, false))
             .init();
     }
-}
-
-/// Whether to hold `lambda_runtime::runtime` to warnings: only when the
-/// filter's level is exactly INFO (`RUST_LOG` may hold several directives,
-/// so the built filter decides), so that a coarser level stays as quiet as
-/// asked and a finer one keeps the span; never when `RUST_LOG` names
-/// `lambda_runtime`.
-fn quiets_runtime(filter: &EnvFilter, rust_log: &str) -> bool {
-    filter.max_level_hint() == Some(LevelFilter::INFO) && !rust_log.contains("lambda_runtime")
 }
 
 /// An event format that adds the current invocation's request id to what
@@ -178,70 +152,20 @@ fn with_properties<'a>(
     out
 }
 
-/// Runs each invocation with its ids in a task-local (`INVOCATION`).
-pub struct RequestIdLayer;
-
-impl<S> Layer<S> for RequestIdLayer {
-    type Service = RequestIds<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestIds(inner)
-    }
-}
-
-/// The service of [`RequestIdLayer`].
-#[derive(Clone)]
-pub struct RequestIds<S>(S);
-
-impl<S> Service<LambdaInvocation> for RequestIds<S>
-where
-    S: Service<LambdaInvocation, Response = (), Error = Error>,
-{
-    type Response = ();
-    type Error = Error;
-    type Future = tokio::task::futures::TaskLocalFuture<Arc<Invocation>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, invocation: LambdaInvocation) -> Self::Future {
-        let context = &invocation.context;
-        let ids = Arc::new(Invocation {
-            request_id: context.request_id.clone(),
-            xray_trace_id: context.xray_trace_id.clone(),
-            tenant_id: context.tenant_id.clone(),
-        });
-        // The inner `call` runs the handler's synchronous part: it logs too.
-        let future = INVOCATION.sync_scope(Arc::clone(&ids), || self.0.call(invocation));
-        INVOCATION.scope(ids, future)
-    }
+/// Runs `invocation` with the ids of `context` in a task-local
+/// (`INVOCATION`), for every line written while it is polled.
+pub fn scope<F: Future>(context: &Context, invocation: F) -> TaskLocalFuture<Arc<Invocation>, F> {
+    let ids = Arc::new(Invocation {
+        request_id: context.request_id.clone(),
+        xray_trace_id: context.xray_trace_id.clone(),
+        tenant_id: context.tenant_id.clone(),
+    });
+    INVOCATION.scope(ids, invocation)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn quiets(directives: &str) -> bool {
-        quiets_runtime(&EnvFilter::new(directives), directives)
-    }
-
-    #[test]
-    fn the_runtime_is_quieted_at_info_only() {
-        assert!(quiets("info"));
-        assert!(!quiets("error"), "a coarser level stays as quiet as asked");
-        assert!(!quiets("off"));
-        assert!(!quiets("debug"), "a finer level keeps the span");
-        assert!(!quiets("info,hyper=debug"));
-        assert!(!quiets("info,lambda_runtime=info"), "named, so left alone");
-    }
-
-    #[test]
-    fn the_directive_that_quiets_the_runtime_parses() {
-        let directive: Result<lambda_http::tracing::subscriber::filter::Directive, _> =
-            QUIET_RUNTIME.parse();
-        assert!(directive.is_ok());
-    }
 
     #[test]
     fn the_ids_become_the_last_properties_of_a_json_line() {

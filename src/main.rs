@@ -16,7 +16,8 @@ fn main() -> Result<(), Error> {
     let concurrency = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
         .ok()
         .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .max(1);
     let runtime = if concurrency > 1 {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -26,10 +27,10 @@ fn main() -> Result<(), Error> {
             .enable_all()
             .build()?
     };
-    runtime.block_on(serve())
+    runtime.block_on(serve(concurrency))
 }
 
-async fn serve() -> Result<(), Error> {
+async fn serve(concurrency: usize) -> Result<(), Error> {
     // JSON when AWS_LAMBDA_LOG_FORMAT=JSON; level from AWS_LAMBDA_LOG_LEVEL or RUST_LOG.
     idempotent_orders::logging::init();
 
@@ -50,5 +51,5 @@ async fn serve() -> Result<(), Error> {
         app.warm_up().await;
     }
 
-    runtime::run(app, lines).await
+    runtime::run(app, lines, concurrency).await
 }

@@ -1,105 +1,223 @@
-//! The Lambda runtime as this function runs it: the request id kept for
-//! the invocation's log lines ([`crate::logging`], instead of
-//! `lambda_runtime`'s per-invocation span), and around it two layers that
-//! do per invocation what the handler alone cannot:
+//! The Lambda runtime loop: events from the Runtime API, answers back.
 //!
-//! - **[`ParseOnce`] parses the event once.** The handler must answer
-//!   events that `lambda_http` cannot deserialise with a `400` ([`entry`]),
-//!   so it cannot take `lambda_http`'s request type as its payload (a failed
-//!   payload parse is reported to Lambda as a function error, a `502` for
-//!   the client). Taking the event as raw JSON instead meant scanning and
-//!   copying it into a raw value and then parsing it again. `ParseOnce`
-//!   sees the event's bytes before the runtime parses them: it parses them
-//!   into the request, hands the request to the handler, and gives the
-//!   runtime a `null` payload to parse. An event that does not parse goes
-//!   through untouched, and the handler gets it raw. A 2.0 event is parsed
-//!   as one directly rather than through `LambdaRequest`'s deserialiser,
-//!   which would first read all of it as a REST API event (`parse` below).
+//! `lambda_runtime` is used for its types (the invocation's [`Context`],
+//! the function's [`Config`], the error [`Diagnostic`]) and its Runtime API
+//! client, but not for its loop, for three reasons:
+//!
+//! - **Its sequential loop grows the process without bound.** Before each
+//!   invocation it sets `_X_AMZN_TRACE_ID` to the invocation's trace id
+//!   (`std::env::set_var`), and glibc's `setenv` keeps every value it
+//!   replaces, since a `getenv` pointer to it may still be alive: about
+//!   110 bytes per invocation, for ever (an instance reaches 256 MB after
+//!   about two million). Nothing in this function reads the variable; its
+//!   log lines carry the trace id from the invocation's context, as they
+//!   must in Managed Instances mode, where `lambda_runtime` does not set it
+//!   either. `cargo bench --bench lambda -- memory` measures it.
+//! - **The event is parsed once.** The handler must answer events that
+//!   `lambda_http` cannot deserialise with a `400` ([`entry`]), so it
+//!   cannot take `lambda_http`'s request type as a `lambda_runtime`
+//!   payload (a failed payload parse is reported to Lambda as a function
+//!   error, a `502` for the client). Here the loop has the event's bytes:
+//!   it parses them into the request once, and an event that does not
+//!   parse so goes to the handler raw. A 2.0 event is parsed as one
+//!   directly rather than through `LambdaRequest`'s deserialiser, which
+//!   would first read all of it as a REST API event (`parse` below).
 //! - **The per-request log-and-metric lines are written once the response
-//!   is out**, by the outermost layer. The service inside it posts the
-//!   response to the Runtime API, so its future ends only after Lambda has
-//!   the response: neither formatting the line nor its `write` delays the
-//!   client.
-//!   Lambda freezes an execution environment only when the runtime
-//!   asks for the next event, which happens after the flush, so no line is
-//!   lost to a freeze.
+//!   is out.** The flush follows the response's post, so neither
+//!   formatting the lines nor their `write` delays the client. Lambda
+//!   freezes an execution environment only when the runtime asks for the
+//!   next event, which happens after the flush, so no line is lost to a
+//!   freeze.
 //!
-//! The hand-over uses a thread-local slot that lives only for the
-//! synchronous `call` chain: `lambda_runtime` deserialises the payload and
-//! calls the handler (which takes the request out of the slot before its
-//! future starts) inside `call`, on the same thread. The slot is emptied
-//! again when `call` returns, whatever happened. Were a future
-//! `lambda_runtime` to call the handler later, the handler would find the
-//! slot empty and a `null` payload, and every request would get a `400`:
-//! every integration test would fail at once.
+//! What the loop does per invocation is what `lambda_runtime`'s does: the
+//! response is posted to `/invocation/{id}/response`, a handler error or
+//! panic to `/invocation/{id}/error` as a [`Diagnostic`], with the
+//! `Lambda-Runtime-Invocation-Id` header echoed. Lambda Managed Instances
+//! set `AWS_LAMBDA_MAX_CONCURRENCY` above 1: that many loops then run at
+//! once, sharing the app (and its one multiplexed Redis connection) and
+//! the Runtime API client.
 
-use std::cell::RefCell;
-use std::task::{Context, Poll};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
+use http_body_util::BodyExt;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use lambda_http::lambda_runtime::{LambdaEvent, LambdaInvocation, Runtime};
+use lambda_http::http::{HeaderMap, HeaderValue, Method};
+use lambda_http::lambda_runtime::{Config, Context, Diagnostic, LambdaEvent};
 use lambda_http::request::LambdaRequest;
-use lambda_http::tower::util::MapResultLayer;
-use lambda_http::tower::{Layer, Service};
-use lambda_http::{service_fn, Error};
+use lambda_http::Error;
 use lambda_idempotency::DeferredLines;
+use lambda_runtime_api_client::body::Body;
+use lambda_runtime_api_client::{build_request, PooledClient};
 use serde_json::value::RawValue;
 
-use crate::logging::RequestIdLayer;
-use crate::{entry, App};
+use crate::entry::{self, Reply};
+use crate::{logging, App};
 
-/// An event parsed by [`ParseOnce`], and its bytes. Boxed: the request is
-/// large, and it moves twice before it reaches the handler.
-struct Parsed {
-    request: Box<LambdaRequest>,
-    raw: Bytes,
+const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
+const INVOCATION_ID: &str = "lambda-runtime-invocation-id";
+
+/// Serves `app` with `loops` invocations at once (1 on classic Lambda),
+/// flushing `lines` after each response. Returns when no loop is left: a
+/// loop ends when the Runtime API cannot be reached, which ends the
+/// process, as with `lambda_runtime`.
+pub async fn run(app: App, lines: DeferredLines, loops: usize) -> Result<(), Error> {
+    let runtime = Arc::new(Runtime {
+        client: PooledClient::builder()
+            .with_endpoint(runtime_api()?)
+            .with_pool_size(loops)
+            .build(),
+        config: Arc::new(config_from_env()?),
+        app,
+        lines,
+    });
+    if loops <= 1 {
+        return runtime.serve().await;
+    }
+    let mut running = tokio::task::JoinSet::new();
+    for _ in 0..loops {
+        running.spawn(Arc::clone(&runtime).serve_owned());
+    }
+    let mut last = Ok(());
+    while let Some(ended) = running.join_next().await {
+        let error = match ended {
+            Ok(result) => result.err(),
+            Err(join) => Some(join.into()),
+        };
+        if let Some(error) = error {
+            tracing::error!(%error, "a runtime loop stopped");
+            last = Err(error);
+        }
+    }
+    last
 }
 
-thread_local! {
-    /// The event being handed to the handler, during `call` only.
-    static PARSED: RefCell<Option<Parsed>> = const { RefCell::new(None) };
+/// `AWS_LAMBDA_RUNTIME_API`, which Lambda (and `cargo lambda watch`) set.
+fn runtime_api() -> Result<lambda_http::http::Uri, Error> {
+    let address = std::env::var("AWS_LAMBDA_RUNTIME_API")
+        .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: run the function in Lambda or under `cargo lambda watch`")?;
+    // As lambda_runtime reads it: `host:port` (Lambda) or a URL with a
+    // path (`cargo lambda watch`).
+    Ok(address.parse()?)
 }
 
-/// Serves `app` (sequentially, or `AWS_LAMBDA_MAX_CONCURRENCY`
-/// invocations at once), flushing `lines` after each response.
-pub async fn run(app: App, lines: DeferredLines) -> Result<(), Error> {
-    let handler = service_fn(move |event: LambdaEvent<Option<Box<RawValue>>>| {
-        let app = app.clone();
-        // Taken now, inside the runtime's `call`: see the module docs.
-        let parsed = PARSED.with(|slot| slot.borrow_mut().take());
-        // Boxed: `lambda_runtime`'s layers (and ours) each move the
-        // invocation's future into their own; a pointer is cheaper to move
-        // than the handler's future (callgrind: 3,900 fewer instructions
-        // per replay, 6,200 with logs off).
-        Box::pin(async move {
-            let (payload, context) = event.into_parts();
-            match (parsed, payload) {
-                (Some(Parsed { request, raw }), _) => {
-                    entry::handle_request(&app, *request, &raw, context).await
-                }
-                (None, Some(raw)) => {
-                    entry::handle_event(&app, LambdaEvent::new(raw, context)).await
-                }
-                // The event was JSON `null`.
-                (None, None) => {
-                    let raw = RawValue::from_string("null".to_owned())?;
-                    entry::handle_event(&app, LambdaEvent::new(raw, context)).await
-                }
+/// The function's configuration, as `lambda_runtime`'s `Config::from_env`
+/// reads it, but an error rather than a panic when a variable is missing.
+fn config_from_env() -> Result<Config, Error> {
+    let required =
+        |name: &str| std::env::var(name).map_err(|_| Error::from(format!("{name} is not set")));
+    Ok(Config {
+        function_name: required("AWS_LAMBDA_FUNCTION_NAME")?,
+        memory: required("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?
+            .parse()
+            .map_err(|_| "AWS_LAMBDA_FUNCTION_MEMORY_SIZE is not a number")?,
+        version: required("AWS_LAMBDA_FUNCTION_VERSION")?,
+        log_stream: std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").unwrap_or_default(),
+        log_group: std::env::var("AWS_LAMBDA_LOG_GROUP_NAME").unwrap_or_default(),
+    })
+}
+
+/// What every loop shares.
+struct Runtime {
+    client: PooledClient,
+    config: Arc<Config>,
+    app: App,
+    lines: DeferredLines,
+}
+
+impl Runtime {
+    async fn serve_owned(self: Arc<Self>) -> Result<(), Error> {
+        self.serve().await
+    }
+
+    /// One loop: the next event, its answer, the flush; until the Runtime
+    /// API fails.
+    async fn serve(&self) -> Result<(), Error> {
+        loop {
+            let next = build_request()
+                .method(Method::GET)
+                .uri(NEXT)
+                .body(Body::empty())?;
+            let (parts, body) = self.client.call(next).await?.into_parts();
+            let event = body.collect().await?.to_bytes();
+            self.invoke(&parts.headers, event).await?;
+            self.lines.flush();
+        }
+    }
+
+    /// Answers one event: its response or its error, posted.
+    async fn invoke(&self, headers: &HeaderMap, event: Bytes) -> Result<(), Error> {
+        let request_id = headers
+            .get(REQUEST_ID)
+            .and_then(|id| id.to_str().ok())
+            .ok_or("the Runtime API sent an event without a request id")?;
+        let context = Context::new(request_id, Arc::clone(&self.config), headers)?;
+        let handled = logging::scope(
+            &context,
+            AssertUnwindSafe(self.handle(event, context.clone())),
+        )
+        .catch_unwind()
+        .await;
+        let (path, body) = match handled {
+            Ok(Ok(reply)) => ("response", serde_json::to_vec(&reply)?),
+            Ok(Err(error)) => {
+                tracing::error!(%error, "the handler failed");
+                ("error", serde_json::to_vec(&Diagnostic::from(error))?)
             }
-        })
-    });
-    // Outermost: the flush runs when the response has been posted.
-    let flush = MapResultLayer::new(move |posted: Result<(), Error>| {
-        lines.flush();
-        posted
-    });
-    Runtime::new(handler)
-        .layer(RequestIdLayer)
-        .layer(ParseOnceLayer)
-        .layer(flush)
-        .run_concurrent()
-        .await
+            Err(panic) => {
+                tracing::error!("the handler panicked");
+                ("error", serde_json::to_vec(&panicked(&*panic))?)
+            }
+        };
+        let mut post = build_request().method(Method::POST).uri(format!(
+            "/2018-06-01/runtime/invocation/{request_id}/{path}"
+        ));
+        if path == "error" {
+            post = post.header("lambda-runtime-function-error-type", "unhandled");
+        }
+        if let Some(id) = headers.get(INVOCATION_ID) {
+            post = post.header(INVOCATION_ID, HeaderValue::clone(id));
+        }
+        let posted = self.client.call(post.body(Body::from(body))?).await?;
+        if !posted.status().is_success() {
+            // As in lambda_runtime: the loop goes on (a 410 means the
+            // invocation timed out before the answer came).
+            tracing::error!(status = %posted.status(), "the Runtime API refused the {path}");
+        }
+        Ok(())
+    }
+
+    /// The handler: the event parsed once, or raw when it is not an event
+    /// `lambda_http` reads.
+    async fn handle(&self, event: Bytes, context: Context) -> Result<Reply, Error> {
+        if let Some(request) = parse(&event) {
+            return entry::handle_request(&self.app, request, &event, context).await;
+        }
+        let raw = match serde_json::from_slice::<Option<Box<RawValue>>>(&event)? {
+            Some(raw) => raw,
+            // The event was JSON `null`.
+            None => RawValue::from_string("null".to_owned())?,
+        };
+        entry::handle_event(&self.app, LambdaEvent::new(raw, context)).await
+    }
+}
+
+/// A panic, reported as `lambda_runtime` reports it.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> Diagnostic {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned());
+    Diagnostic {
+        error_type: "Runtime.Panic".to_owned(),
+        error_message: match message {
+            Some(message) => format!("Lambda panicked: {message}"),
+            None => "Lambda panicked".to_owned(),
+        },
+    }
 }
 
 /// The event as `lambda_http`'s request, if it is one.
@@ -137,46 +255,6 @@ fn says_version_2(event: &[u8]) -> bool {
             .strip_prefix(b":")
             .is_some_and(|value| value.trim_ascii_start().starts_with(br#""2.0""#))
     })
-}
-
-/// Wraps the runtime's service in [`ParseOnce`].
-struct ParseOnceLayer;
-
-impl<S> Layer<S> for ParseOnceLayer {
-    type Service = ParseOnce<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ParseOnce(inner)
-    }
-}
-
-/// Parses the event once and hands it to the handler (module docs).
-#[derive(Clone)]
-pub struct ParseOnce<S>(S);
-
-impl<S> Service<LambdaInvocation> for ParseOnce<S>
-where
-    S: Service<LambdaInvocation, Response = (), Error = Error>,
-{
-    type Response = ();
-    type Error = Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut invocation: LambdaInvocation) -> Self::Future {
-        if let Some(request) = parse(&invocation.body) {
-            let raw = std::mem::replace(&mut invocation.body, Bytes::from_static(b"null"));
-            let request = Box::new(request);
-            PARSED.with(|slot| *slot.borrow_mut() = Some(Parsed { request, raw }));
-        }
-        let future = self.0.call(invocation);
-        // Never left for the next invocation on this thread.
-        PARSED.with(|slot| slot.borrow_mut().take());
-        future
-    }
 }
 
 #[cfg(test)]
@@ -258,6 +336,18 @@ mod tests {
         assert!(says_version_2(&broken));
         assert!(serde_json::from_slice::<LambdaRequest>(&broken).is_err());
         assert!(parse(&broken).is_none());
+    }
+
+    #[test]
+    fn a_panic_is_reported_with_its_message_when_it_has_one() {
+        let caught = std::panic::catch_unwind(|| panic!("boom {}", 1)).unwrap_err();
+        let reported = panicked(&*caught);
+        assert_eq!(reported.error_type, "Runtime.Panic");
+        assert_eq!(reported.error_message, "Lambda panicked: boom 1");
+        let caught = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panicked(&*caught).error_message, "Lambda panicked: static");
+        let caught = std::panic::catch_unwind(|| std::panic::panic_any(7)).unwrap_err();
+        assert_eq!(panicked(&*caught).error_message, "Lambda panicked");
     }
 
     #[test]

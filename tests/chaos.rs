@@ -197,6 +197,30 @@ async fn the_runtime_api_answers_unknown_paths_404_and_reads_chunked_bodies() {
 }
 
 #[test]
+fn a_missing_lambda_variable_stops_start_up_with_its_name_not_a_panic() {
+    let binary = release_binary("idempotent-orders");
+    let lambda = [
+        ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9"),
+        ("AWS_LAMBDA_FUNCTION_NAME", "f"),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "1"),
+    ];
+    for missing in lambda.map(|(name, _)| name) {
+        let output = std::process::Command::new(&binary)
+            .env_clear()
+            // The function connects to Redis lazily: nothing listens here.
+            .env("REDIS_URL", "redis://127.0.0.1:9")
+            .envs(lambda.iter().filter(|(name, _)| *name != missing).copied())
+            .output()
+            .expect("run the function");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{missing}: {stderr}");
+        assert!(stderr.contains(missing), "{missing}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{missing}: {stderr}");
+    }
+}
+
+#[test]
 fn the_harness_decodes_base64_and_formats_api_gateway_times() {
     assert_eq!(base64_decode("").as_deref(), Some(&b""[..]));
     assert_eq!(base64_decode("Zg==").as_deref(), Some(&b"f"[..]));

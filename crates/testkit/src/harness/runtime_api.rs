@@ -131,6 +131,8 @@ pub(super) async fn serve(listener: TcpListener, endpoint: Arc<Endpoint>) {
 struct Request {
     method: String,
     path: String,
+    /// `Lambda-Runtime-Invocation-Id`, if sent.
+    invocation_id: Option<String>,
     body: Vec<u8>,
 }
 
@@ -144,7 +146,19 @@ async fn connection(mut stream: TcpStream, endpoint: Arc<Endpoint>) {
                 None => return,
             },
             ("POST", Route::Finish(id, is_error)) => {
-                if endpoint.finish(id, is_error, request.body) {
+                // A runtime echoes the invocation id it was handed (as
+                // lambda_runtime does); one that does not fails the
+                // invocation, for the test to see.
+                let echoed = request.invocation_id.as_deref() == Some(&invocation_id(id));
+                let (is_error, body) = if echoed {
+                    (is_error, request.body)
+                } else {
+                    (
+                        true,
+                        b"harness: Lambda-Runtime-Invocation-Id was not echoed".to_vec(),
+                    )
+                };
+                if endpoint.finish(id, is_error, body) {
                     reply(202, &[], br#"{"status":"OK"}"#)
                 } else {
                     reply(404, &[], br#"{"errorMessage":"unknown request id"}"#)
@@ -225,6 +239,7 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
 
     let id = uuid::Uuid::new_v4().to_string();
     let trace_id = trace_id(&id);
+    let invocation = invocation_id(&id);
     let deadline = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -235,6 +250,7 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
         ("lambda-runtime-deadline-ms", deadline.as_str()),
         ("lambda-runtime-invoked-function-arn", FUNCTION_ARN),
         ("lambda-runtime-trace-id", trace_id.as_str()),
+        ("lambda-runtime-invocation-id", invocation.as_str()),
         ("content-type", "application/json"),
     ];
     let answer = reply(200, &headers, &job.event);
@@ -248,6 +264,11 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
         .expect("in-flight map")
         .insert(id, in_flight);
     Some(answer)
+}
+
+/// The `Lambda-Runtime-Invocation-Id` handed out with `request_id`.
+fn invocation_id(request_id: &str) -> String {
+    format!("invocation-{request_id}")
 }
 
 /// The `Lambda-Runtime-Trace-Id` handed out with `request_id`: an X-Ray
@@ -309,6 +330,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
     let path = start.next()?.to_owned();
     let mut length = 0;
     let mut chunked = false;
+    let mut invocation_id = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             continue;
@@ -318,6 +340,8 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
             length = value.parse().ok()?;
         } else if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
             chunked = true;
+        } else if name == "lambda-runtime-invocation-id" {
+            invocation_id = Some(value.to_owned());
         }
     }
 
@@ -327,7 +351,12 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Reque
         fill(stream, buf, |b| (b.len() >= length).then_some(())).await?;
         buf.drain(..length).collect()
     };
-    Some(Request { method, path, body })
+    Some(Request {
+        method,
+        path,
+        invocation_id,
+        body,
+    })
 }
 
 /// Decodes a chunked body (trailers are read and dropped).
