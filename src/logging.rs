@@ -10,7 +10,7 @@
 //! log-and-metric line, which carries the request id itself. Here the
 //! request id (with the X-Ray trace id and the tenant id, when there are
 //! any) is kept in a task-local for the invocation's future instead
-//! ([`scope`]): setting it is a pointer swap per poll, and only a
+//! ([`Invocation::scope`]): setting it is a pointer swap per poll, and only a
 //! line that is actually written looks it up ([`WithRequestId`]). JSON
 //! lines get top-level `requestId`, `xrayTraceId` and `tenantId`
 //! properties, as in Lambda's own JSON log format; text lines start with
@@ -38,8 +38,7 @@ tokio::task_local! {
 }
 
 /// What a log line says of the invocation it was written in: the
-/// properties `lambda_runtime`'s span carried. Public only as part of
-/// [`scope`]'s future type.
+/// properties `lambda_runtime`'s span carried.
 pub struct Invocation {
     request_id: String,
     xray_trace_id: Option<String>,
@@ -47,6 +46,21 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// The ids of the invocation `context` describes.
+    pub fn of(context: &Context) -> Arc<Self> {
+        Arc::new(Self {
+            request_id: context.request_id.clone(),
+            xray_trace_id: context.xray_trace_id.clone(),
+            tenant_id: context.tenant_id.clone(),
+        })
+    }
+
+    /// Runs `future` with these ids in a task-local (`INVOCATION`), for
+    /// every line written while it is polled.
+    pub fn scope<F: Future>(self: Arc<Self>, future: F) -> TaskLocalFuture<Arc<Self>, F> {
+        INVOCATION.scope(self, future)
+    }
+
     /// The JSON properties, in order; absent ones left out.
     fn properties(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
@@ -150,17 +164,6 @@ fn with_properties<'a>(
     }
     out.push_str("}\n");
     out
-}
-
-/// Runs `invocation` with the ids of `context` in a task-local
-/// (`INVOCATION`), for every line written while it is polled.
-pub fn scope<F: Future>(context: &Context, invocation: F) -> TaskLocalFuture<Arc<Invocation>, F> {
-    let ids = Arc::new(Invocation {
-        request_id: context.request_id.clone(),
-        xray_trace_id: context.xray_trace_id.clone(),
-        tenant_id: context.tenant_id.clone(),
-    });
-    INVOCATION.scope(ids, invocation)
 }
 
 #[cfg(test)]

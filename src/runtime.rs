@@ -44,7 +44,7 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use lambda_http::http::{HeaderMap, HeaderValue, Method};
+use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use lambda_http::lambda_runtime::{Config, Context, Diagnostic, LambdaEvent};
 use lambda_http::request::LambdaRequest;
 use lambda_http::Error;
@@ -54,18 +54,21 @@ use lambda_runtime_api_client::{build_request, PooledClient};
 use serde_json::value::RawValue;
 
 use crate::entry::{self, Reply};
-use crate::{logging, App};
+use crate::logging::Invocation;
+use crate::App;
 
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
 const REQUEST_ID: &str = "lambda-runtime-aws-request-id";
 const INVOCATION_ID: &str = "lambda-runtime-invocation-id";
 
 /// Serves `app` with `loops` invocations at once (1 on classic Lambda),
-/// flushing `lines` after each response. Returns when no loop is left: a
-/// loop ends when the Runtime API cannot be reached, which ends the
-/// process, as with `lambda_runtime`.
+/// flushing `lines` after each response. Returns when no loop is left, as
+/// `lambda_runtime` does: a loop ends when a post to the Runtime API
+/// fails or an event comes without a request id, and a lone loop also
+/// when `/next` fails.
 pub async fn run(app: App, lines: DeferredLines, loops: usize) -> Result<(), Error> {
     let runtime = Arc::new(Runtime {
+        loops,
         client: PooledClient::builder()
             .with_endpoint(runtime_api()?)
             .with_pool_size(loops)
@@ -122,6 +125,8 @@ fn config_from_env() -> Result<Config, Error> {
 
 /// What every loop shares.
 struct Runtime {
+    /// How many loops run.
+    loops: usize,
     client: PooledClient,
     config: Arc<Config>,
     app: App,
@@ -141,26 +146,53 @@ impl Runtime {
                 .method(Method::GET)
                 .uri(NEXT)
                 .body(Body::empty())?;
-            let (parts, body) = self.client.call(next).await?.into_parts();
+            let next = match self.client.call(next).await {
+                Ok(next) => next,
+                // As in lambda_runtime: with several loops, one that could
+                // not get an event asks again; alone, it ends the process.
+                Err(error) if self.loops > 1 => {
+                    tracing::warn!(%error, "the Runtime API did not answer /next; asking again");
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            // `cargo lambda watch` answers 204 when no event is waiting
+            // (lambda_runtime skips it too); Lambda never does.
+            if next.status() == StatusCode::NO_CONTENT {
+                continue;
+            }
+            let (parts, body) = next.into_parts();
             let event = body.collect().await?.to_bytes();
-            self.invoke(&parts.headers, event).await?;
+            let answered = self.invoke(&parts.headers, event).await;
+            // Whatever became of the post: the lines are written.
             self.lines.flush();
+            answered?;
         }
     }
 
-    /// Answers one event: its response or its error, posted.
+    /// Answers one event: its response or its error, posted, with the
+    /// invocation's ids on every line logged meanwhile.
     async fn invoke(&self, headers: &HeaderMap, event: Bytes) -> Result<(), Error> {
         let request_id = headers
             .get(REQUEST_ID)
             .and_then(|id| id.to_str().ok())
             .ok_or("the Runtime API sent an event without a request id")?;
         let context = Context::new(request_id, Arc::clone(&self.config), headers)?;
-        let handled = logging::scope(
-            &context,
-            AssertUnwindSafe(self.handle(event, context.clone())),
-        )
-        .catch_unwind()
-        .await;
+        let ids = Invocation::of(&context);
+        ids.scope(self.answer(request_id, headers, event, context))
+            .await
+    }
+
+    async fn answer(
+        &self,
+        request_id: &str,
+        headers: &HeaderMap,
+        event: Bytes,
+        context: Context,
+    ) -> Result<(), Error> {
+        let handled = AssertUnwindSafe(self.handle(event, context))
+            .catch_unwind()
+            .await;
         let (path, body) = match handled {
             Ok(Ok(reply)) => ("response", serde_json::to_vec(&reply)?),
             Ok(Err(error)) => {
@@ -205,7 +237,8 @@ impl Runtime {
     }
 }
 
-/// A panic, reported as `lambda_runtime` reports it.
+/// A panic as a diagnostic: its message, when it has one, worded as
+/// `lambda_runtime` words it.
 fn panicked(panic: &(dyn std::any::Any + Send)) -> Diagnostic {
     let message = panic
         .downcast_ref::<&str>()

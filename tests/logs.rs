@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use testkit::harness::{
-    function_env as env, order_event as order, release_binary, trace_id, Harness,
+    function_env as env, order_event as order, release_binary, trace_id, Harness, Outcome,
 };
 use testkit::RedisServer;
 
@@ -344,5 +344,48 @@ fn assert_mixed(outcomes: &[String]) {
         count("replayed") + count("in_progress") + count("mismatch"),
         24,
         "{outcomes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_is_not_json_is_reported_as_an_error_logged_under_its_ids_and_the_process_serves_on(
+) {
+    let redis = RedisServer::start();
+    let lambda = Harness::start(
+        &release_binary("idempotent-orders"),
+        vec![env(&redis.url(), &JSON_AT_INFO)],
+    )
+    .await;
+    let broken = lambda.invoke_bytes(0, b"{not json", DEADLINE).await;
+    let Outcome::FunctionError {
+        body, request_id, ..
+    } = &broken
+    else {
+        panic!("expected an error report, got {broken:?}");
+    };
+    let report: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        report["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("key must be a string"),
+        "{body}"
+    );
+    let next = lambda
+        .invoke(0, &event(Some("after-the-broken-one"), TEA), DEADLINE)
+        .await;
+    assert_eq!(next.response().status, 201);
+
+    let logs = lambda.logs(0);
+    let error = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no ERROR line:\n{logs}"));
+    assert_eq!(error["requestId"], request_id.as_str(), "{error}");
+    assert_eq!(
+        error["xrayTraceId"],
+        trace_id(request_id).as_str(),
+        "{error}"
     );
 }

@@ -221,6 +221,14 @@ impl Harness {
         self.collect(i, reply).await
     }
 
+    /// [`Harness::invoke`] with an event of any bytes, JSON or not.
+    pub async fn invoke_bytes(&self, i: usize, event: &[u8], deadline_in: Duration) -> Outcome {
+        let reply = self.instances[i]
+            .endpoint
+            .submit(event.to_vec(), deadline_in);
+        self.collect(i, reply).await
+    }
+
     /// Waits until `n` of instance `i`'s `/next` calls are parked (a
     /// Managed Instances process polls with several at once).
     pub async fn wait_parked(&self, i: usize, n: usize) {
