@@ -2,7 +2,9 @@
 //! one line every request writes (with metrics on, both its log record and
 //! its EMF metric), and that a line written during an invocation names that
 //! invocation and no other: one invocation at a time, and eight at once in
-//! one process (Lambda Managed Instances), in JSON and in text.
+//! one process (Lambda Managed Instances), in JSON and in text. An event
+//! the runtime loop cannot read is reported to Lambda with its error line
+//! under its own ids, and the process serves on.
 //!
 //! The harness hands each invocation its own request id and X-Ray trace id
 //! (`testkit::harness::trace_id`), so a line can be checked against the
