@@ -69,6 +69,19 @@ fn missing_key() -> Value {
     event
 }
 
+/// The REST API (1.0) fixture event, under `key`.
+fn rest_order(key: &str) -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/events/rest_v1_post_order_prod_stage.json"
+    );
+    let mut event: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("the REST fixture")).expect("JSON");
+    event["headers"]["Idempotency-Key"] = json!(key);
+    event["multiValueHeaders"]["Idempotency-Key"] = json!([key]);
+    event
+}
+
 fn get(path: &str) -> Value {
     v2_event("GET", path, &[], None)
 }
@@ -162,6 +175,10 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
         .header("location")
         .expect("location")
         .to_owned();
+    let rest = deployed
+        .invoke(0, &rest_order("bench-replay-rest"), DEADLINE)
+        .await;
+    assert_eq!(rest.response().status, 201, "{rest:?}");
     let before = records(redis);
     deployed
         .invoke(0, &order("bench-busy", TEA), DEADLINE)
@@ -200,6 +217,12 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
             name: "replay",
             harness: 2,
             event: Box::new(|_| order("bench-replay", TEA)),
+            status: 201,
+        },
+        Bench {
+            name: "replay, REST API event",
+            harness: 2,
+            event: Box::new(|_| rest_order("bench-replay-rest")),
             status: 201,
         },
         Bench {

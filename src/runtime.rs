@@ -43,7 +43,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_http::aws_lambda_events::apigw::{ApiGatewayProxyRequest, ApiGatewayV2httpRequest};
 use lambda_http::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use lambda_http::lambda_runtime::{Config, Context, Diagnostic, LambdaEvent};
 use lambda_http::request::LambdaRequest;
@@ -255,24 +255,35 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> Diagnostic {
 
 /// The event as `lambda_http`'s request, if it is one.
 ///
-/// `LambdaRequest`'s own deserialiser copies the event into a raw value and
-/// then tries the REST API (1.0) shape first, which reads the whole of a
-/// 2.0 event (HTTP APIs, function URLs: what this function is deployed
-/// behind) before it fails on the missing `httpMethod`; only then does it
-/// parse the 2.0 shape. An event that says `"version":"2.0"` is parsed as
-/// 2.0 at once here: half the instructions of the whole parse. Every other
-/// event, and a 2.0 event that does not parse so, goes through
-/// `LambdaRequest` as before. The 2.0 events API Gateway and function URLs
-/// send have no top-level `httpMethod` (clients cannot add one), so they
-/// never parse as 1.0: the result is the same either way.
+/// `LambdaRequest`'s own deserialiser scans the event into a raw value
+/// and then parses that as the REST API (1.0) shape; when that fails, as
+/// the 2.0 shape. Here the event is parsed in one pass as the shape it
+/// announces:
+/// - an event that says `"version":"2.0"` (HTTP APIs, function URLs) as
+///   2.0, kept only if its parsed version is 2.0. This skips the scan and
+///   the 1.0 attempt, which reads the whole of a 2.0 event before it
+///   fails on the missing `httpMethod`: half the instructions of the whole
+///   parse. The 2.0 events API Gateway and function URLs send have no
+///   top-level `httpMethod` (clients cannot add one), so they never parse
+///   as 1.0: the result is the same either way.
+/// - any other event as 1.0 (REST APIs), which is what `LambdaRequest`
+///   tries first on the same text, so a success is its result too; only
+///   the scan is skipped.
+///
+/// Everything else (an event that is not UTF-8, a 2.0 event that does not
+/// parse as 2.0, one that is neither shape) goes through `LambdaRequest`
+/// as before.
 fn parse(event: &[u8]) -> Option<LambdaRequest> {
-    if says_version_2(event) {
-        // Checked as UTF-8 once, in one pass, rather than string by string.
-        let text = std::str::from_utf8(event).unwrap_or_default();
-        if let Ok(request) = serde_json::from_str::<ApiGatewayV2httpRequest>(text) {
-            if request.version.as_deref() == Some("2.0") {
-                return Some(LambdaRequest::ApiGatewayV2(request));
+    // Checked as UTF-8 once, in one pass, rather than string by string.
+    if let Ok(text) = std::str::from_utf8(event) {
+        if says_version_2(event) {
+            if let Ok(request) = serde_json::from_str::<ApiGatewayV2httpRequest>(text) {
+                if request.version.as_deref() == Some("2.0") {
+                    return Some(LambdaRequest::ApiGatewayV2(request));
+                }
             }
+        } else if let Ok(request) = serde_json::from_str::<ApiGatewayProxyRequest>(text) {
+            return Some(LambdaRequest::ApiGatewayV1(request));
         }
     }
     serde_json::from_slice::<LambdaRequest>(event).ok()
@@ -381,6 +392,19 @@ mod tests {
         assert_eq!(panicked(&*caught).error_message, "Lambda panicked: static");
         let caught = std::panic::catch_unwind(|| std::panic::panic_any(7)).unwrap_err();
         assert_eq!(panicked(&*caught).error_message, "Lambda panicked");
+    }
+
+    #[test]
+    fn a_rest_event_that_is_not_utf_8_parses_no_better_than_in_lambda_http() {
+        let mut event = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/events/rest_v1_post_order_prod_stage.json"
+        ))
+        .unwrap();
+        let at = event.windows(8).position(|w| w == b"Espresso").unwrap();
+        event[at] = 0xff;
+        assert!(!says_version_2(&event));
+        assert_eq!(shape(parse(&event)), lambda_http(&event));
     }
 
     #[test]

@@ -76,6 +76,40 @@ async fn harness_runs_the_release_binary_through_the_runtime_api() {
 }
 
 #[tokio::test]
+async fn a_rest_api_event_is_answered_in_its_shape_and_replayed_by_another_instance() {
+    let redis = RedisServer::start();
+    let harness = Harness::start(
+        &release_binary("idempotent-orders"),
+        redis_env(&redis.url(), 2),
+    )
+    .await;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/events/rest_v1_post_order_prod_stage.json"
+    );
+    let mut event: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let key = new_key();
+    event["headers"]["Idempotency-Key"] = key.as_str().into();
+    event["multiValueHeaders"]["Idempotency-Key"] = serde_json::json!([key]);
+
+    let first = harness.invoke(0, &event, DEADLINE).await;
+    let second = harness.invoke(1, &event, DEADLINE).await;
+
+    let (first, second) = (first.response(), second.response());
+    assert_eq!(first.status, 201, "{:?}\n{}", first.raw, harness.logs(0));
+    // REST responses carry their headers as lists.
+    assert!(
+        first.raw["multiValueHeaders"].is_object(),
+        "{:?}",
+        first.raw
+    );
+    assert!(!first.replayed());
+    assert!(second.replayed(), "{:?}", second.raw);
+    assert_eq!(first.body, second.body);
+    assert_eq!(redis.orders(), 1);
+}
+
+#[tokio::test]
 async fn invoke_all_releases_one_event_to_every_instance_at_once() {
     let redis = RedisServer::start();
     let harness = Harness::start(
