@@ -19,9 +19,10 @@
 //!   payload (a failed payload parse is reported to Lambda as a function
 //!   error, a `502` for the client). Here the loop has the event's bytes:
 //!   it parses them into the request once, and an event that does not
-//!   parse so goes to the handler raw. A 2.0 event is parsed as one
-//!   directly rather than through `LambdaRequest`'s deserialiser, which
-//!   would first read all of it as a REST API event (`parse` below).
+//!   parse so goes to the handler raw. An event is parsed as the shape it
+//!   announces (2.0 or REST) rather than through `LambdaRequest`'s
+//!   deserialiser, which scans it into a raw value first and reads a 2.0
+//!   event as a REST one before it fails (`parse` below).
 //! - **The per-request log-and-metric lines are written once the response
 //!   is out.** The flush follows the response's post, so neither
 //!   formatting the lines nor their `write` delays the client. Lambda
