@@ -71,12 +71,7 @@ fn missing_key() -> Value {
 
 /// The REST API (1.0) fixture event, under `key`.
 fn rest_order(key: &str) -> Value {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/events/rest_v1_post_order_prod_stage.json"
-    );
-    let mut event: Value =
-        serde_json::from_slice(&std::fs::read(path).expect("the REST fixture")).expect("JSON");
+    let mut event = testkit::fixtures::event_json("rest_v1_post_order_prod_stage.json");
     event["headers"]["Idempotency-Key"] = json!(key);
     event["multiValueHeaders"]["Idempotency-Key"] = json!([key]);
     event
@@ -175,10 +170,9 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
         .header("location")
         .expect("location")
         .to_owned();
-    let rest = deployed
-        .invoke(0, &rest_order("bench-replay-rest"), DEADLINE)
-        .await;
-    assert_eq!(rest.response().status, 201, "{rest:?}");
+    let rest = rest_order("bench-replay-rest");
+    let created_rest = deployed.invoke(0, &rest, DEADLINE).await;
+    assert_eq!(created_rest.response().status, 201, "{created_rest:?}");
     let before = records(redis);
     deployed
         .invoke(0, &order("bench-busy", TEA), DEADLINE)
@@ -222,7 +216,7 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
         Bench {
             name: "replay, REST API event",
             harness: 2,
-            event: Box::new(|_| rest_order("bench-replay-rest")),
+            event: Box::new(move |_| rest.clone()),
             status: 201,
         },
         Bench {

@@ -7,7 +7,7 @@
 
 use idempotent_orders::{entry, App, Config};
 use serde_json::{json, Value};
-use testkit::fixtures::{context_with_deadline_in, events_dir};
+use testkit::fixtures::{context_with_deadline_in, event_json};
 use testkit::harness::{function_env, lookup};
 use testkit::RedisServer;
 
@@ -17,14 +17,9 @@ fn app_with(redis: &RedisServer, extra: &[(&str, &str)]) -> App {
     App::from_config(&config).expect("app")
 }
 
-fn fixture(name: &str) -> Value {
-    let path = format!("{}/{name}", events_dir());
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
-}
-
 /// The v2 order fixture with `key` and `authorizer` (if any).
 fn v2(key: &str, authorizer: Option<Value>) -> Value {
-    let mut event = fixture("post_order.json");
+    let mut event = event_json("post_order.json");
     event["headers"]["idempotency-key"] = key.into();
     if let Some(authorizer) = authorizer {
         event["requestContext"]["authorizer"] = authorizer;
@@ -43,7 +38,7 @@ fn function_url(key: &str) -> Value {
 /// The REST (v1) order fixture with these `Idempotency-Key` values: the
 /// last in `headers` (as API Gateway sends it), all in `multiValueHeaders`.
 fn v1(header_name: &str, keys: &[&str]) -> Value {
-    let mut event = fixture("rest_v1_post_order_prod_stage.json");
+    let mut event = event_json("rest_v1_post_order_prod_stage.json");
     for field in ["headers", "multiValueHeaders"] {
         event[field]
             .as_object_mut()
@@ -253,7 +248,7 @@ async fn an_order_is_shown_only_to_the_caller_who_created_it() {
     assert_eq!(status, 201);
     let id = order_id(&created);
     let read = |who: Option<Value>| {
-        let mut event = fixture("get_order_unknown.json");
+        let mut event = event_json("get_order_unknown.json");
         let path = format!("/orders/{id}");
         event["rawPath"] = path.clone().into();
         event["requestContext"]["http"]["path"] = path.into();

@@ -411,11 +411,6 @@ async fn invoke_raw(app: &idempotent_orders::App, raw: &str) -> serde_json::Valu
     serde_json::to_value(reply).expect("the reply serialises")
 }
 
-fn fixture_json(name: &str) -> serde_json::Value {
-    let path = format!("{}/{name}", events_dir());
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
 fn assert_raw_problem(response: &serde_json::Value, status: u16) {
     assert_eq!(response["statusCode"], status, "{response}");
     let body: serde_json::Value =
@@ -429,7 +424,7 @@ async fn events_lambda_http_cannot_convert_get_a_400_not_a_crash() {
     let redis = RedisServer::start();
     let app = app(&redis);
 
-    let mut control_char = fixture_json("post_order.json");
+    let mut control_char = event_json("post_order.json");
     control_char["headers"]["idempotency-key"] = "order\u{1}bad".into();
     let response = invoke_raw(&app, &control_char.to_string()).await;
     assert_raw_problem(&response, 400);
@@ -442,13 +437,13 @@ async fn events_lambda_http_cannot_convert_get_a_400_not_a_crash() {
         "post_order_base64.json",
         "rest_v1_post_order_prod_stage.json",
     ] {
-        let mut bad_base64 = fixture_json(fixture);
+        let mut bad_base64 = event_json(fixture);
         bad_base64["isBase64Encoded"] = true.into();
         bad_base64["body"] = "%%% not base64 %%%".into();
         assert_raw_problem(&invoke_raw(&app, &bad_base64.to_string()).await, 400);
     }
 
-    let mut no_context = fixture_json("post_order.json");
+    let mut no_context = event_json("post_order.json");
     no_context.as_object_mut().unwrap().remove("requestContext");
     assert_raw_problem(&invoke_raw(&app, &no_context.to_string()).await, 400);
     assert_raw_problem(&invoke_raw(&app, r#"{"not":"http"}"#).await, 400);
@@ -456,7 +451,7 @@ async fn events_lambda_http_cannot_convert_get_a_400_not_a_crash() {
     assert_eq!(redis.orders(), 0);
 
     // A good event goes through the same entry point untouched.
-    let ok = invoke_raw(&app, &fixture_json("post_order.json").to_string()).await;
+    let ok = invoke_raw(&app, &event_json("post_order.json").to_string()).await;
     assert_eq!(ok["statusCode"], 201, "{ok}");
     assert_eq!(redis.orders(), 1);
 }

@@ -99,6 +99,29 @@ fn is_order_write(command: &testkit::fault_proxy::Command) -> bool {
     command.name() == "SET" && command.key().is_some_and(|key| key.starts_with("orders:"))
 }
 
+/// `key`'s order, with the replication `link` held for good once the
+/// claim was acknowledged (when the order write reaches the `proxy`).
+async fn order_with_the_replica_cut_off_after_the_claim(
+    app: &App,
+    proxy: &FaultProxy,
+    link: &TcpProxy,
+    key: &str,
+) -> Response<Body> {
+    let mut writes = proxy.hold_at(At::matching(is_order_write));
+    let run = tokio::spawn({
+        let app = app.clone();
+        let key = key.to_owned();
+        async move { app.handle(order(&key)).await }
+    });
+    writes
+        .wait(Duration::from_secs(3))
+        .await
+        .expect("the order write");
+    link.set_delay(Duration::MAX);
+    proxy.release();
+    run.await.expect("the request")
+}
+
 fn is_claim(command: &testkit::fault_proxy::Command) -> bool {
     command.name() == "SET"
         && command
@@ -255,22 +278,12 @@ async fn with_one_replica_required_a_completion_that_times_out_never_answers_an_
     };
     // The claim is acknowledged; then the replica falls behind before the
     // order is written, and every completion's answer comes too late.
-    let mut writes = proxy.hold_at(At::matching(is_order_write));
     proxy.inject(
         At::matching(is_completion),
         Fault::DelayReply(Duration::from_secs(3)),
     );
-    let run = tokio::spawn({
-        let app = app.clone();
-        async move { app.handle(order("k-late")).await }
-    });
-    writes
-        .wait(Duration::from_secs(3))
-        .await
-        .expect("the order write");
-    link.set_delay(Duration::MAX);
-    proxy.release();
-    let answer = run.await.expect("the request");
+    let answer =
+        order_with_the_replica_cut_off_after_the_claim(&app, &proxy, &link, "k-late").await;
 
     assert_ne!(answer.status(), 201, "a 201 no replica has");
     drop(link);
@@ -291,18 +304,8 @@ async fn with_one_replica_required_a_record_no_replica_acknowledged_is_not_repla
     let app = app(&proxy.url(), "1", |_| {});
     // The replica falls behind after the claim: the order and the completed
     // record stay on the primary, and the first answer is 503.
-    let mut writes = proxy.hold_at(At::matching(is_order_write));
-    let run = tokio::spawn({
-        let app = app.clone();
-        async move { app.handle(order("k-unacked")).await }
-    });
-    writes
-        .wait(Duration::from_secs(3))
-        .await
-        .expect("the order write");
-    link.set_delay(Duration::MAX);
-    proxy.release();
-    let first = run.await.expect("the request");
+    let first =
+        order_with_the_replica_cut_off_after_the_claim(&app, &proxy, &link, "k-unacked").await;
     assert_eq!(first.status(), 503, "{:?}", first.body());
     assert_eq!(
         primary.count("idempotency:*"),

@@ -20,6 +20,13 @@ pub fn event(name: &str) -> Request {
     req.with_lambda_context(context_with_deadline_in(Duration::from_secs(3)))
 }
 
+/// Loads `events/<name>` as the raw JSON event.
+pub fn event_json(name: &str) -> serde_json::Value {
+    let path = format!("{}/{name}", events_dir());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// A Lambda context whose deadline is `left` from now.
 pub fn context_with_deadline_in(left: Duration) -> Context {
     let mut ctx = Context::default();
