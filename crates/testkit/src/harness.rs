@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 pub use event::{clf_time, order_event, v2_event};
 pub use outcome::{base64_decode, ApiResponse, Outcome};
-pub use runtime_api::trace_id;
+pub use runtime_api::{trace_id, Fault};
 use runtime_api::{Endpoint, Finished, Status};
 
 /// How long `start` waits for every instance's first `/next`.
@@ -229,6 +229,11 @@ impl Harness {
         self.collect(i, reply).await
     }
 
+    /// Makes instance `i`'s Runtime API misbehave once, as `fault` says.
+    pub fn disturb(&self, i: usize, fault: Fault) {
+        self.instances[i].endpoint.disturb(fault);
+    }
+
     /// Waits until `n` of instance `i`'s `/next` calls are parked (a
     /// Managed Instances process polls with several at once).
     pub async fn wait_parked(&self, i: usize, n: usize) {
@@ -316,6 +321,17 @@ impl Harness {
     /// Whether instance `i`'s process is still running (or frozen).
     pub fn is_alive(&self, i: usize) -> bool {
         self.instances[i].endpoint.status.borrow().exited.is_none()
+    }
+
+    /// Waits until instance `i` exits on its own and returns its exit
+    /// status; panics if it is still running after `BARRIER_TIMEOUT`.
+    pub async fn wait_exit(&self, i: usize) -> String {
+        let mut status = self.instances[i].endpoint.status.subscribe();
+        let exited = status.wait_for(|s| s.exited.is_some());
+        if tokio::time::timeout(BARRIER_TIMEOUT, exited).await.is_err() {
+            panic!("instance {i} did not exit:\n{}", self.logs(i));
+        }
+        self.exit_status(i).unwrap_or_default()
     }
 
     /// The exit status of a dead instance (e.g. `signal: 9 (SIGKILL)`).

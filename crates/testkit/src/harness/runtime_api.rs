@@ -7,6 +7,10 @@
 //! always a `content-length` on its own answers. A `/next` call parks until
 //! the harness queues an invocation, while watching its connection so that
 //! a client that dies while parked stops counting as parked.
+//!
+//! It can also misbehave once, on a test's request ([`Fault`]): answer a
+//! parked `/next` with `204` or drop its connection, refuse a post with a
+//! status, or take a post and drop the connection without answering.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +29,28 @@ pub(super) struct Job {
     pub event: Vec<u8>,
     pub deadline_in: Duration,
     pub reply: oneshot::Sender<Finished>,
+}
+
+/// One way the Runtime API misbehaves, once, for the runtime under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A parked `/next` call is answered `204 No Content` and no event (as
+    /// `cargo lambda watch` answers when nothing is waiting).
+    NextNoContent,
+    /// A parked `/next` call's connection is closed without an answer.
+    NextDropped,
+    /// The next `/response` or `/error` post is recorded but answered with
+    /// this status (Lambda answers `410` once the invocation timed out).
+    PostRefused(u16),
+    /// The next `/response` or `/error` post is recorded, then its
+    /// connection closed without an answer.
+    PostDropped,
+}
+
+/// What a parked `/next` call is woken with.
+pub(super) enum Work {
+    Invoke(Job),
+    Disturb(Fault),
 }
 
 /// How the instance ended an invocation, seen from the Runtime API.
@@ -56,9 +82,11 @@ pub(super) struct Status {
 /// The Runtime API state of one instance.
 pub(super) struct Endpoint {
     pub status: watch::Sender<Status>,
-    jobs_tx: mpsc::UnboundedSender<Job>,
-    jobs_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
+    jobs_tx: mpsc::UnboundedSender<Work>,
+    jobs_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Work>>,
     in_flight: Mutex<HashMap<String, InFlight>>,
+    /// A fault for the next post, if a test asked for one.
+    post_fault: Mutex<Option<Fault>>,
 }
 
 struct InFlight {
@@ -74,6 +102,7 @@ impl Endpoint {
             jobs_tx,
             jobs_rx: tokio::sync::Mutex::new(jobs_rx),
             in_flight: Mutex::new(HashMap::new()),
+            post_fault: Mutex::new(None),
         }
     }
 
@@ -86,8 +115,22 @@ impl Endpoint {
             reply,
         };
         // The receiver lives as long as `self`: sending cannot fail.
-        let _ = self.jobs_tx.send(job);
+        let _ = self.jobs_tx.send(Work::Invoke(job));
         rx
+    }
+
+    /// Misbehaves once: a `/next` fault wakes the next parked (or the next
+    /// arriving) `/next` call, in turn with queued invocations; a post
+    /// fault applies to the next post.
+    pub fn disturb(&self, fault: Fault) {
+        match fault {
+            Fault::NextNoContent | Fault::NextDropped => {
+                let _ = self.jobs_tx.send(Work::Disturb(fault));
+            }
+            Fault::PostRefused(_) | Fault::PostDropped => {
+                *self.post_fault.lock().expect("post fault") = Some(fault);
+            }
+        }
     }
 
     /// Records the process's exit and abandons its invocations.
@@ -158,10 +201,15 @@ async fn connection(mut stream: TcpStream, endpoint: Arc<Endpoint>) {
                         b"harness: Lambda-Runtime-Invocation-Id was not echoed".to_vec(),
                     )
                 };
-                if endpoint.finish(id, is_error, body) {
-                    reply(202, &[], br#"{"status":"OK"}"#)
-                } else {
-                    reply(404, &[], br#"{"errorMessage":"unknown request id"}"#)
+                let known = endpoint.finish(id, is_error, body);
+                let fault = endpoint.post_fault.lock().expect("post fault").take();
+                match fault {
+                    Some(Fault::PostDropped) => return,
+                    Some(Fault::PostRefused(status)) => {
+                        reply(status, &[], br#"{"errorMessage":"refused by the test"}"#)
+                    }
+                    _ if known => reply(202, &[], br#"{"status":"OK"}"#),
+                    _ => reply(404, &[], br#"{"errorMessage":"unknown request id"}"#),
                 }
             }
             ("POST", Route::InitError) => {
@@ -213,7 +261,8 @@ impl Drop for Parked<'_> {
     }
 }
 
-/// Parks a `/next` call until a job is queued; `None` if the client left.
+/// Parks a `/next` call until a job is queued; `None` if the client left
+/// or the connection is to be dropped.
 async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) -> Option<Vec<u8>> {
     let now = Instant::now();
     endpoint.status.send_modify(|s| {
@@ -223,9 +272,10 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
     let parked = Parked(endpoint);
     let job = loop {
         tokio::select! {
-            job = async { endpoint.jobs_rx.lock().await.recv().await } => match job {
-                Some(job) => break job,
-                None => return None,
+            work = async { endpoint.jobs_rx.lock().await.recv().await } => match work {
+                Some(Work::Invoke(job)) => break job,
+                Some(Work::Disturb(Fault::NextNoContent)) => return Some(reply(204, &[], b"")),
+                Some(Work::Disturb(_)) | None => return None,
             },
             // hyper sends nothing while it waits: EOF or an error means the
             // process is gone. Anything else is kept for the next request.
@@ -284,7 +334,10 @@ fn reply(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let reason = match status {
         200 => "OK",
         202 => "Accepted",
-        _ => "Not Found",
+        204 => "No Content",
+        404 => "Not Found",
+        410 => "Gone",
+        _ => "Refused",
     };
     let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
     for (name, value) in headers {
