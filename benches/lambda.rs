@@ -408,6 +408,7 @@ async fn managed_instances(function: &Path, redis: &RedisServer) -> Vec<report::
     }
     let mut samples = vec![Vec::new(); LEVELS.len()];
     let mut cpu = vec![[Duration::ZERO; 3]; LEVELS.len()];
+    let mut wait = vec![[Duration::ZERO; 3]; LEVELS.len()];
     for round in 0..ROUNDS {
         for (i, concurrency) in LEVELS.into_iter().enumerate() {
             let pids = [
@@ -416,10 +417,12 @@ async fn managed_instances(function: &Path, redis: &RedisServer) -> Vec<report::
                 "self".to_owned(),
             ];
             let before = pids.clone().map(|p| report::cpu_time(&p));
+            let waited = pids.clone().map(|p| report::run_delay(&p));
             let tag = format!("r{round}");
             samples[i].extend(window(&lambdas[i], concurrency, &tag, WINDOW).await);
             for (k, pid) in pids.iter().enumerate() {
                 cpu[i][k] += report::cpu_time(pid).saturating_sub(before[k]);
+                wait[i][k] += report::run_delay(pid).saturating_sub(waited[k]);
             }
         }
     }
@@ -432,6 +435,7 @@ async fn managed_instances(function: &Path, redis: &RedisServer) -> Vec<report::
             latency: percentiles(&mut samples[i]),
             rss_kib: report::rss_kib(lambdas[i].pid(0)).1,
             cpu_us: cpu[i].map(|used| used.as_secs_f64() * 1e6 / count),
+            wait_us: wait[i].map(|waited| waited.as_secs_f64() * 1e6 / count),
         });
     }
     rows

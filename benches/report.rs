@@ -64,6 +64,24 @@ pub struct Concurrency {
     pub rss_kib: u64,
     /// CPU µs per invocation: the function, redis-server, the harness.
     pub cpu_us: [f64; 3],
+    /// µs per invocation that the same three spent runnable but waiting
+    /// for a core (the kernel's run delay, `/proc/<pid>/task/*/schedstat`).
+    pub wait_us: [f64; 3],
+}
+
+/// Time all of a process's threads have spent runnable but waiting for a
+/// core so far (the second field of each thread's `schedstat`). Zero when
+/// the kernel keeps no scheduler statistics.
+pub fn run_delay(pid: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let nanos: u64 = tasks
+        .filter_map(Result::ok)
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -150,14 +168,15 @@ pub fn print_latency(paths: &[Bench], durations: &[Percentiles]) {
 /// The Managed Instances table: one process at each concurrency.
 pub fn print_managed(managed: &[Concurrency]) {
     println!("\nManaged Instances: one process, AWS_LAMBDA_MAX_CONCURRENCY = clients\n");
-    println!("| concurrency | new orders/s | × one slot | p50 | p99 | peak RSS KiB | CPU µs per order: function / redis-server / harness |\n|---:|---:|---:|---:|---:|---:|---|");
+    println!("| concurrency | new orders/s | × one slot | p50 | p99 | peak RSS KiB | CPU µs per order: function / redis-server / harness | waiting for a core, µs per order: function / redis-server / harness |\n|---:|---:|---:|---:|---:|---:|---|---|");
     let Some(single) = managed.first() else {
         return;
     };
     for row in managed {
         let [function, redis, harness] = row.cpu_us;
+        let [f_wait, r_wait, h_wait] = row.wait_us;
         println!(
-            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {function:.0} / {redis:.0} / {harness:.0} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {:.0} | {} | {function:.0} / {redis:.0} / {harness:.0} | {f_wait:.0} / {r_wait:.0} / {h_wait:.0} |",
             row.concurrency,
             row.per_second,
             row.per_second / single.per_second,
@@ -300,7 +319,8 @@ fn save(paths: &[Bench], r: &Results, rtt: f64, targets: &[Target], (cpu, cores)
         "throughput": r.throughput.iter().map(|(n, rate)| json!({"instances": n, "per_second": rate})).collect::<Vec<_>>(),
         "managed_instances": r.managed.iter().map(|m| json!({"concurrency": m.concurrency, "per_second": m.per_second,
             "p50_us": m.latency.median, "p99_us": m.latency.p99, "peak_rss_kib": m.rss_kib,
-            "cpu_us_per_order": {"function": m.cpu_us[0], "redis": m.cpu_us[1], "harness": m.cpu_us[2]}})).collect::<Vec<_>>(),
+            "cpu_us_per_order": {"function": m.cpu_us[0], "redis": m.cpu_us[1], "harness": m.cpu_us[2]},
+            "run_queue_wait_us_per_order": {"function": m.wait_us[0], "redis": m.wait_us[1], "harness": m.wait_us[2]}})).collect::<Vec<_>>(),
         "cold_start": r.cold.iter().map(|c| json!({"variant": c.name, "init_median_us": c.init.median,
             "first_invocation_median_us": c.first.median})).collect::<Vec<_>>(),
         "rss_kib": r.rss.iter().map(|(n, (now, peak))| json!({"invocations": n, "rss": now, "peak": peak})).collect::<Vec<_>>(),
