@@ -20,10 +20,25 @@
 //! trip, and are not acted on unless that many replicas acknowledged them.
 //! The claim is then a script that writes back a record it finds, so that
 //! `WAIT` also covers a record this instance only read (a replay).
+//!
+//! # Layout
+//!
+//! - `options.rs`: [`RedisOptions`], from the environment or in code;
+//! - `encoding.rs`: the record as one string;
+//! - `scripts.rs`: the fenced Lua scripts;
+//! - `conn.rs`: [`RedisConnection`], the shared connection that bounds each
+//!   command and replaces a useless socket (`useless.rs` says which;
+//!   `slot.rs` numbers the sockets and notes when each last answered);
+//! - `claimed.rs`: with replicas required, the socket each live claim went
+//!   to;
+//! - `iam.rs`: ElastiCache IAM tokens.
 
 mod claimed;
 mod conn;
+mod encoding;
 mod iam;
+mod options;
+mod scripts;
 mod slot;
 mod useless;
 
@@ -35,168 +50,14 @@ use redis::{FromRedisValue, Script, Value};
 
 use claimed::ClaimedOn;
 pub use conn::{ConnectError, RedisConnection};
+use encoding::{decode, encode, in_progress_prefix};
 pub use iam::IamAuth;
+pub use options::{RedisOptions, DEFAULT_REDIS_URL};
+use scripts::{CLAIM_CONFIRMED_LUA, CLAIM_LUA, COMPLETE, RELEASE, RENEW};
 
-use crate::settings::{ConfigError, Env};
+use crate::settings::ConfigError;
 use crate::store::{IdempotencyStore, Phase, StoreError, StoredRecord};
 use crate::{OwnerToken, StoreKey};
-
-/// Claim for servers without `SET … NX … GET` (before Redis 7.0).
-const CLAIM_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then return v end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-";
-
-/// The claim when replicas must acknowledge it (`WAIT` follows it): a
-/// record found is written back as it is (same value, same expiry), so
-/// that `WAIT` covers what was read, not only what this claim wrote. A
-/// replay, `409` or `422` is then never answered from a record that a
-/// failover could still lose.
-const CLAIM_CONFIRMED_LUA: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then
-  redis.call('SET', KEYS[1], v, 'KEEPTTL')
-  return v
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-";
-
-/// Writes the completed record if it is absent or owned by ARGV[1].
-const COMPLETE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v then
-  local nl = string.find(v, '\n', 2, true)
-  if not nl or string.sub(v, 2, nl - 1) ~= ARGV[1] then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
-";
-
-/// Deletes the record if it starts with ARGV[1] (`p<owner>\n`).
-const RELEASE: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Rewrites the record with a new lease if it starts with ARGV[1].
-const RENEW: &str = r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, #ARGV[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-  return 1
-end
-return 0
-";
-
-/// How [`RedisStore`] connects and how much it insists on durability.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RedisOptions {
-    /// Bound on every connect and command. Default 500 ms. Env
-    /// `REDIS_TIMEOUT_MS`.
-    pub timeout: Duration,
-    /// The URL is a cluster-mode endpoint (ElastiCache Serverless, cluster
-    /// mode enabled). Default false. Env `REDIS_CLUSTER`.
-    pub cluster: bool,
-    /// A PEM CA bundle to trust for `rediss://` instead of the public
-    /// (webpki) roots. Default none. Env `REDIS_CA_FILE`.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// Replicas that must acknowledge a claim and a completion (`WAIT`)
-    /// before they are acted on. Default 0. Env `REDIS_MIN_REPLICAS`.
-    /// ElastiCache Serverless does not support `WAIT`: keep it at 0 there.
-    /// The completion's `WAIT` also covers the writes the handler sent on
-    /// [`RedisStore::connection`] since the claim: a completion goes only
-    /// to the socket its claim went to. Not in cluster mode.
-    pub min_replicas: u32,
-    /// ElastiCache IAM authentication (a presigned token, renewed every 10
-    /// minutes, as the password). Default none. Env `REDIS_IAM_USER`,
-    /// `REDIS_IAM_CACHE_NAME`, `REDIS_IAM_SERVERLESS`, and `AWS_REGION`.
-    pub iam: Option<IamAuth>,
-}
-
-impl Default for RedisOptions {
-    fn default() -> Self {
-        Self {
-            timeout: Duration::from_millis(500),
-            cluster: false,
-            ca_file: None,
-            min_replicas: 0,
-            iam: None,
-        }
-    }
-}
-
-/// The URL used when `REDIS_URL` is unset: a local `redis-server`.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-
-impl RedisOptions {
-    /// The defaults, overridden by `REDIS_TIMEOUT_MS`, `REDIS_CLUSTER`,
-    /// `REDIS_CA_FILE`, `REDIS_MIN_REPLICAS` and the `REDIS_IAM_*` variables
-    /// when set.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// [`RedisOptions::from_env`] through `lookup`.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(&lookup);
-        let defaults = Self::default();
-        Ok(Self {
-            timeout: env.millis("REDIS_TIMEOUT_MS", defaults.timeout)?,
-            cluster: env.boolean("REDIS_CLUSTER", defaults.cluster)?,
-            ca_file: env.get("REDIS_CA_FILE").map(Into::into),
-            min_replicas: env.count("REDIS_MIN_REPLICAS", defaults.min_replicas)?,
-            iam: iam_from(&env)?,
-        })
-    }
-}
-
-impl RedisOptions {
-    /// Checks `url` against these options: a `redis://` or `rediss://`
-    /// URL, and TLS when IAM authentication is on (ElastiCache accepts IAM
-    /// tokens only over TLS). The URL is never echoed: it may hold a
-    /// password.
-    pub fn validate_url(&self, url: &str) -> Result<(), ConfigError> {
-        let bad = |var: &'static str, reason: &str| ConfigError {
-            var,
-            reason: reason.to_owned(),
-        };
-        if redis::parse_redis_url(url).is_none() {
-            return Err(bad("REDIS_URL", "not a valid redis:// or rediss:// URL"));
-        }
-        if self.iam.is_some() && !url.starts_with("rediss://") {
-            return Err(bad(
-                "REDIS_IAM_USER",
-                "IAM authentication needs TLS: REDIS_URL must start with rediss://",
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// `REDIS_IAM_USER` set: IAM authentication, which also needs the cache
-/// name and the region.
-fn iam_from(env: &Env<'_>) -> Result<Option<IamAuth>, ConfigError> {
-    let Some(user) = env.get("REDIS_IAM_USER") else {
-        return Ok(None);
-    };
-    let required = |var: &'static str| {
-        env.get(var)
-            .ok_or_else(|| env.error(var, "is required when REDIS_IAM_USER is set"))
-    };
-    Ok(Some(IamAuth {
-        user,
-        cache_name: required("REDIS_IAM_CACHE_NAME")?,
-        serverless: env.boolean("REDIS_IAM_SERVERLESS", false)?,
-        region: required("AWS_REGION")?,
-    }))
-}
 
 /// Idempotency records in Redis. Cheap to clone (the connection is shared).
 #[derive(Clone)]
@@ -518,64 +379,6 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis())
         .unwrap_or(u64::MAX)
         .max(1)
-}
-
-/// `p` or `c`, the owner, a newline, the payload.
-fn encode(phase: Phase, owner: &OwnerToken, payload: &[u8]) -> Vec<u8> {
-    let mut value = Vec::with_capacity(2 + owner.as_str().len() + payload.len());
-    value.push(match phase {
-        Phase::InProgress => b'p',
-        Phase::Completed => b'c',
-    });
-    value.extend_from_slice(owner.as_str().as_bytes());
-    value.push(b'\n');
-    value.extend_from_slice(payload);
-    value
-}
-
-/// The fence prefix of an in-progress record owned by `owner`.
-fn in_progress_prefix(owner: &OwnerToken) -> Vec<u8> {
-    encode(Phase::InProgress, owner, &[])
-}
-
-fn decode(value: Value) -> Result<Option<StoredRecord>, StoreError> {
-    let bytes = match value {
-        Value::Nil => return Ok(None),
-        Value::BulkString(bytes) => bytes,
-        other => {
-            return Err(StoreError::Corrupt(format!(
-                "unexpected claim reply of kind {}",
-                kind(&other)
-            )))
-        }
-    };
-    let phase = match bytes.first() {
-        Some(b'p') => Phase::InProgress,
-        Some(b'c') => Phase::Completed,
-        _ => return Err(StoreError::Corrupt("unknown record phase".to_owned())),
-    };
-    let newline = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or_else(|| StoreError::Corrupt("record without owner".to_owned()))?;
-    let owner = String::from_utf8_lossy(&bytes[1..newline]).into_owned();
-    let mut payload = bytes;
-    payload.drain(..=newline);
-    Ok(Some(StoredRecord {
-        phase,
-        owner: OwnerToken::from(owner),
-        payload,
-    }))
-}
-
-/// The kind of a reply, for error messages (never its content).
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Int(_) => "integer",
-        Value::Array(_) => "array",
-        Value::SimpleString(_) | Value::Okay => "status",
-        _ => "other",
-    }
 }
 
 impl IdempotencyStore for RedisStore {
