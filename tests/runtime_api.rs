@@ -74,9 +74,19 @@ async fn with_several_loops_a_failed_next_call_is_asked_again_and_every_slot_ser
     let redis = RedisServer::start();
     let lambda = start(&redis, &[("AWS_LAMBDA_MAX_CONCURRENCY", "2")]).await;
     lambda.wait_parked(0, 2).await;
+    let connections = lambda.api_connections(0);
     lambda.disturb(0, Fault::NextDropped);
 
-    // The dropped call's loop asks again: both slots are back in /next.
+    // The dropped call's loop asks again, on a new connection: both slots
+    // are back in /next.
+    let reconnected = async {
+        while lambda.api_connections(0) == connections {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reconnected)
+        .await
+        .unwrap_or_else(|_| panic!("no new /next call after the drop:\n{}", lambda.logs(0)));
     lambda.wait_parked(0, 2).await;
     let events = ["slot-a", "slot-b"].map(|key| (0, order(key, TEA)));
     let answered = lambda.invoke_many(events.to_vec(), DEADLINE).await;
