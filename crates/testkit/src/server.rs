@@ -432,6 +432,12 @@ impl Drop for Monitor {
 /// Waits until a replica acknowledges the writes of the server on `port`.
 /// After a diskless sync the primary streams nothing to a replica until its
 /// first acknowledgement, up to a second after the link is up.
+///
+/// `WAIT` alone can say yes too early: a write made while the primary had
+/// no replication backlog yet (before its first replica's sync) does not
+/// enter the replication stream, and `WAIT` then counts a replica that has
+/// received nothing. So the write must be in the stream (the primary's
+/// offset above zero after it) as well as acknowledged.
 fn wait_for_a_replica(port: u16) {
     let mut primary = redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .and_then(|c| c.get_connection())
@@ -442,12 +448,13 @@ fn wait_for_a_replica(port: u16) {
             .arg("testkit:replica-check")
             .arg(1)
             .query(&mut primary);
+        let streamed = replication_offset(&mut primary) > 0;
         let acked: i64 = redis::cmd("WAIT")
             .arg(1)
             .arg(100)
             .query(&mut primary)
             .unwrap_or(0);
-        if acked >= 1 {
+        if streamed && acked >= 1 {
             let _: redis::RedisResult<()> = redis::cmd("DEL")
                 .arg("testkit:replica-check")
                 .query(&mut primary);
@@ -458,6 +465,18 @@ fn wait_for_a_replica(port: u16) {
             "the replica never acknowledged its primary's writes"
         );
     }
+}
+
+/// The primary's replication offset (`master_repl_offset`), 0 when unknown.
+fn replication_offset(primary: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(primary)
+        .unwrap_or_default();
+    info.lines()
+        .find_map(|line| line.strip_prefix("master_repl_offset:"))
+        .and_then(|offset| offset.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
