@@ -340,8 +340,8 @@ fn invocation_deadline(req: &Request) -> Option<SystemTime> {
     (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms))
 }
 
-/// Stores the completed record, retrying within the time left. Logs at
-/// `ERROR` when it finally fails.
+/// Stores the completed record, retrying a failed attempt within the time
+/// left. Logs at `ERROR` when it finally fails.
 async fn complete<St: IdempotencyStore>(
     shared: &Shared<St>,
     c: &Claimant,
@@ -370,8 +370,15 @@ async fn complete<St: IdempotencyStore>(
                 // Keep a margin so the response itself still gets out in time.
                 let room = time_left(c.deadline)
                     .is_none_or(|left| left > pause + Duration::from_millis(250));
-                let deadline_reached = matches!(failure, StoreFailure::Deadline);
-                if attempt == COMPLETE_ATTEMPTS || !room || deadline_reached {
+                // Not retried: a deadline reached, and a write the replicas
+                // did not acknowledge (the store already waited for them,
+                // and the answer is a 503 either way; the client's retry
+                // replays once the record is replicated).
+                let last = matches!(
+                    failure,
+                    StoreFailure::Deadline | StoreFailure::Store(StoreError::NotReplicated { .. })
+                );
+                if attempt == COMPLETE_ATTEMPTS || !room || last {
                     break failure;
                 }
                 tokio::time::sleep(pause).await;

@@ -144,7 +144,9 @@ pub enum StoreError {
     #[error("the idempotency store failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The write was applied but not acknowledged by enough replicas in
-    /// time, so a failover could still lose it.
+    /// time, so a failover could still lose it. The layer answers `503`
+    /// and does not try the write again: the store has waited for the
+    /// replicas already.
     #[error("the write was acknowledged by {acked} of the {wanted} replicas required")]
     NotReplicated {
         /// Replicas that acknowledged it.

@@ -312,20 +312,23 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// The socket in use after the claim was replaced before the
-    /// completion: the handler's writes may be on a server the store no
-    /// longer reaches, where no `WAIT` of ours can cover them. Nothing is
-    /// completed, and the claim is given back, so a retry runs at once and
-    /// finds the handler's write where it survived, or makes it again; this
-    /// request gets `503`.
+    /// A completion that cannot be confirmed (`why`): the socket of the
+    /// claim was replaced, so the handler's writes may be on a server the
+    /// store no longer reaches, where no `WAIT` of ours can cover them; or
+    /// the completion's own `WAIT` failed. Nothing more is completed, and
+    /// the claim is given back (a completion that did land is kept: the
+    /// release is fenced to our claim in progress), so a retry runs at once
+    /// and finds the handler's write where it survived, or makes it again;
+    /// this request gets `503`.
     async fn refuse_completion(
         &self,
         key: &StoreKey,
         owner: &OwnerToken,
+        why: &str,
     ) -> Result<bool, StoreError> {
         tracing::warn!(
             key_hash = key.hash(),
-            "the connection of the claim was replaced before its completion: not completed, the claim given back"
+            "{why} before the completion was confirmed: not completed, the claim given back"
         );
         let _ = self.release(key, owner).await;
         Err(StoreError::NotReplicated {
@@ -444,16 +447,18 @@ impl IdempotencyStore for RedisStore {
         {
             Ok(answer) => answer,
             Err(StoreError::Backend(e)) if is_moved(&*e) => {
-                return self.refuse_completion(key, owner).await;
+                return self
+                    .refuse_completion(key, owner, "the connection of the claim was replaced")
+                    .await;
             }
             // Not confirmed is not acknowledged: the handler's writes may be
             // on the primary only, so the layer must not answer with them.
+            // The layer does not try a refused completion again, so the
+            // claim is given back: the client's retry runs at once rather
+            // than after the lease.
             Err(e) => {
                 tracing::warn!(error = %e, "the completion could not be confirmed by WAIT");
-                return Err(StoreError::NotReplicated {
-                    acked: 0,
-                    wanted: self.options.min_replicas,
-                });
+                return self.refuse_completion(key, owner, "its WAIT failed").await;
             }
         };
         self.claimed.forget(owner);

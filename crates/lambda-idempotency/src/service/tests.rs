@@ -73,15 +73,29 @@ fn layered(
             Ok::<_, Error>(reply(n))
         }
     });
-    let layer = IdempotencyLayer::builder(SharedStore(store))
+    let layer = IdempotencyLayer::builder(SharedStore::new(store))
         .settings(settings)
         .scope(anonymous())
         .build();
     (layer.layer(handler), seen)
 }
 
-/// Lets a test keep a handle on the store the layer owns.
-struct SharedStore(Arc<MemoryStore>);
+/// Lets a test keep a handle on the store the layer owns, or make every
+/// completion fail.
+struct SharedStore {
+    inner: Arc<MemoryStore>,
+    /// When set, every completion fails with this error, and is counted.
+    failing_completion: Option<(fn() -> crate::StoreError, Arc<AtomicUsize>)>,
+}
+
+impl SharedStore {
+    fn new(inner: Arc<MemoryStore>) -> Self {
+        Self {
+            inner,
+            failing_completion: None,
+        }
+    }
+}
 
 impl crate::IdempotencyStore for SharedStore {
     async fn claim(
@@ -91,7 +105,7 @@ impl crate::IdempotencyStore for SharedStore {
         payload: &[u8],
         lease: Duration,
     ) -> Result<Option<crate::StoredRecord>, crate::StoreError> {
-        self.0.claim(key, owner, payload, lease).await
+        self.inner.claim(key, owner, payload, lease).await
     }
 
     async fn complete(
@@ -101,7 +115,11 @@ impl crate::IdempotencyStore for SharedStore {
         payload: &[u8],
         retention: Duration,
     ) -> Result<bool, crate::StoreError> {
-        self.0.complete(key, owner, payload, retention).await
+        if let Some((error, count)) = &self.failing_completion {
+            count.fetch_add(1, Ordering::SeqCst);
+            return Err(error());
+        }
+        self.inner.complete(key, owner, payload, retention).await
     }
 
     async fn release(
@@ -109,7 +127,7 @@ impl crate::IdempotencyStore for SharedStore {
         key: &crate::StoreKey,
         owner: &crate::OwnerToken,
     ) -> Result<bool, crate::StoreError> {
-        self.0.release(key, owner).await
+        self.inner.release(key, owner).await
     }
 
     async fn renew(
@@ -119,7 +137,7 @@ impl crate::IdempotencyStore for SharedStore {
         payload: &[u8],
         lease: Duration,
     ) -> Result<bool, crate::StoreError> {
-        self.0.renew(key, owner, payload, lease).await
+        self.inner.renew(key, owner, payload, lease).await
     }
 }
 
@@ -298,7 +316,7 @@ async fn a_response_over_the_record_cap_reaches_the_client_but_is_not_stored() {
 #[tokio::test(start_paused = true)]
 async fn a_caller_without_identity_is_refused_with_403_unless_anonymous_is_allowed() {
     let memory = store();
-    let layer = IdempotencyLayer::builder(SharedStore(Arc::clone(&memory))).build();
+    let layer = IdempotencyLayer::builder(SharedStore::new(Arc::clone(&memory))).build();
     let strict = layer.layer(service_fn(|_req: Request| async {
         Ok::<_, Error>(created(1))
     }));
@@ -434,7 +452,7 @@ fn in_one_second() -> Option<std::time::SystemTime> {
 async fn a_store_call_is_cut_at_the_deadline_when_the_store_sets_no_bound_of_its_own() {
     // `SharedStore` declares no bound: the layer's deadline timer is the
     // only thing between a hung store and Lambda stopping the function.
-    let store = SharedStore(store());
+    let store = SharedStore::new(store());
     let outcome = super::bounded(
         &store,
         in_one_second(),
@@ -459,3 +477,5 @@ async fn a_store_whose_own_bound_ends_before_the_deadline_gets_no_deadline_timer
     );
     assert!(outcome.await.is_ok());
 }
+
+mod completion;
