@@ -69,9 +69,10 @@ pub struct Concurrency {
     pub wait_us: [f64; 3],
 }
 
-/// Time all of a process's threads have spent runnable but waiting for a
-/// core so far (the second field of each thread's `schedstat`). Zero when
-/// the kernel keeps no scheduler statistics.
+/// Time all of a process's live threads have spent runnable but waiting
+/// for a core so far (the second field of each thread's `schedstat`; a
+/// thread that has exited is no longer counted, unlike in `cpu_time`).
+/// Zero when the kernel keeps no scheduler statistics.
 pub fn run_delay(pid: &str) -> Duration {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Duration::ZERO;

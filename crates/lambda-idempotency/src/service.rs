@@ -282,14 +282,34 @@ async fn settle<St: IdempotencyStore>(
     }
     match complete(shared, c, &payload).await {
         Ok(()) => tally.finish(Outcome::Executed, Some(&c.key), response),
-        Err(e @ StoreFailure::Store(StoreError::NotReplicated { .. })) => {
-            // The record is on the primary but could vanish in a failover:
-            // answer nothing a failover could contradict. A retry replays.
+        // Not confirmed: the handler's writes may be on the primary only,
+        // and could vanish in a failover. Answer nothing a failover could
+        // contradict.
+        Err(e) if unconfirmed(&shared.store, &e) => {
             let error = unavailable(&shared.settings, &c.key, e);
             tally.reject(error, Outcome::CompletionFailed, Some(&c.key))
         }
-        Err(_) => tally.finish(Outcome::CompletionFailed, Some(&c.key), response),
+        Err(error) => {
+            tracing::error!(
+                key_hash = c.key.hash(),
+                error = %error,
+                "IDEMPOTENCY RECORD NOT COMPLETED: the response was sent but not stored; \
+                 a retry after the lease ends runs the handler again"
+            );
+            tally.finish(Outcome::CompletionFailed, Some(&c.key), response)
+        }
     }
+}
+
+/// Whether a failed completion leaves the handler's response unconfirmed
+/// (so it must not be sent): always with a store that confirms writes, and
+/// with any store that says its replicas did not acknowledge.
+fn unconfirmed<St: IdempotencyStore>(store: &St, failure: &StoreFailure) -> bool {
+    store.confirms_writes()
+        || matches!(
+            failure,
+            StoreFailure::Store(StoreError::NotReplicated { .. })
+        )
 }
 
 fn unavailable(
@@ -341,7 +361,7 @@ fn invocation_deadline(req: &Request) -> Option<SystemTime> {
 }
 
 /// Stores the completed record, retrying a failed attempt within the time
-/// left. Logs at `ERROR` when it finally fails.
+/// left.
 async fn complete<St: IdempotencyStore>(
     shared: &Shared<St>,
     c: &Claimant,
@@ -386,12 +406,6 @@ async fn complete<St: IdempotencyStore>(
             }
         }
     };
-    tracing::error!(
-        key_hash = c.key.hash(),
-        error = %error,
-        "IDEMPOTENCY RECORD NOT COMPLETED: the response was sent but not stored; \
-         a retry after the lease ends runs the handler again"
-    );
     Err(error)
 }
 

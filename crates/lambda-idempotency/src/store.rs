@@ -76,6 +76,16 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     fn max_call_time(&self) -> Option<Duration> {
         None
     }
+
+    /// Whether a completion counts only once the store has confirmed it
+    /// (replicas acknowledged it, say). Then a completion that fails for
+    /// any reason, the invocation's deadline included, is answered `503`,
+    /// never with the handler's response, which a failover could still
+    /// undo. `false` (the default): a failed completion is logged and the
+    /// handler's response is sent all the same.
+    fn confirms_writes(&self) -> bool {
+        false
+    }
 }
 
 /// Whether a record is still being worked on or holds a final response.

@@ -436,8 +436,11 @@ impl Drop for Monitor {
 /// `WAIT` alone can say yes too early: a write made while the primary had
 /// no replication backlog yet (before its first replica's sync) does not
 /// enter the replication stream, and `WAIT` then counts a replica that has
-/// received nothing. So the write must be in the stream (the primary's
-/// offset above zero after it) as well as acknowledged.
+/// received nothing. So a replica must have acknowledged the stream up to
+/// the primary's offset just after the write, and that offset must be
+/// above zero. (It is read before `WAIT`, whose own `REPLCONF GETACK`
+/// enters the stream after it and is not covered by the acknowledgement
+/// it asks for.)
 fn wait_for_a_replica(port: u16) {
     let mut primary = redis::Client::open(format!("redis://127.0.0.1:{port}"))
         .and_then(|c| c.get_connection())
@@ -448,13 +451,13 @@ fn wait_for_a_replica(port: u16) {
             .arg("testkit:replica-check")
             .arg(1)
             .query(&mut primary);
-        let streamed = replication_offset(&mut primary) > 0;
+        let written = replication_offset(&mut primary);
         let acked: i64 = redis::cmd("WAIT")
             .arg(1)
             .arg(100)
             .query(&mut primary)
             .unwrap_or(0);
-        if streamed && acked >= 1 {
+        if acked >= 1 && written > 0 && acknowledged_offset(&mut primary) >= written {
             let _: redis::RedisResult<()> = redis::cmd("DEL")
                 .arg("testkit:replica-check")
                 .query(&mut primary);
@@ -469,14 +472,32 @@ fn wait_for_a_replica(port: u16) {
 
 /// The primary's replication offset (`master_repl_offset`), 0 when unknown.
 fn replication_offset(primary: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("replication")
-        .query(primary)
-        .unwrap_or_default();
-    info.lines()
+    replication_info(primary)
+        .lines()
         .find_map(|line| line.strip_prefix("master_repl_offset:"))
         .and_then(|offset| offset.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The highest offset an online replica has acknowledged to the primary
+/// (`slaveN:…,state=online,offset=N,…`), 0 when none has.
+fn acknowledged_offset(primary: &mut redis::Connection) -> u64 {
+    replication_info(primary)
+        .lines()
+        .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+        .filter_map(|line| {
+            let at = line.find("offset=")? + "offset=".len();
+            line[at..].split(',').next()?.trim().parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn replication_info(primary: &mut redis::Connection) -> String {
+    redis::cmd("INFO")
+        .arg("replication")
+        .query(primary)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -330,6 +330,9 @@ impl RedisStore {
             key_hash = key.hash(),
             "{why} before the completion was confirmed: not completed, the claim given back"
         );
+        // Before the `503`, so that the client's retry finds the key free.
+        // Should the deadline cut this short, the answer is a `503` all the
+        // same (the store confirms writes) and the lease frees the key.
         let _ = self.release(key, owner).await;
         Err(StoreError::NotReplicated {
             acked: 0,
@@ -490,6 +493,12 @@ impl IdempotencyStore for RedisStore {
     /// bounded by the timeout.
     fn max_call_time(&self) -> Option<Duration> {
         Some(self.options.timeout * 4)
+    }
+
+    /// With [`RedisOptions::min_replicas`]: a completion counts once that
+    /// many replicas acknowledged it.
+    fn confirms_writes(&self) -> bool {
+        self.options.min_replicas > 0
     }
 
     async fn renew(

@@ -392,3 +392,14 @@ async fn guard<T>(call: impl std::future::Future<Output = T>) -> T {
         .await
         .expect("unbounded: still waiting after 5 s")
 }
+
+#[tokio::test]
+async fn a_store_confirms_its_writes_only_when_replicas_must_acknowledge_them() {
+    let redis = RedisServer::start();
+    assert!(!store(&redis, RedisOptions::default()).confirms_writes());
+    let replicated = RedisOptions {
+        min_replicas: 1,
+        ..RedisOptions::default()
+    };
+    assert!(store(&redis, replicated).confirms_writes());
+}

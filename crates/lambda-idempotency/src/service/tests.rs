@@ -84,8 +84,19 @@ fn layered(
 /// completion fail.
 struct SharedStore {
     inner: Arc<MemoryStore>,
-    /// When set, every completion fails with this error, and is counted.
-    failing_completion: Option<(fn() -> crate::StoreError, Arc<AtomicUsize>)>,
+    /// When set, every completion fails so, and is counted.
+    failing_completion: Option<(Failing, Arc<AtomicUsize>)>,
+    /// What [`crate::IdempotencyStore::confirms_writes`] answers.
+    confirms_writes: bool,
+}
+
+/// How a completion fails.
+#[derive(Clone, Copy)]
+enum Failing {
+    /// At once, with this error.
+    With(fn() -> crate::StoreError),
+    /// Never answering.
+    Hanging,
 }
 
 impl SharedStore {
@@ -93,6 +104,7 @@ impl SharedStore {
         Self {
             inner,
             failing_completion: None,
+            confirms_writes: false,
         }
     }
 }
@@ -115,9 +127,12 @@ impl crate::IdempotencyStore for SharedStore {
         payload: &[u8],
         retention: Duration,
     ) -> Result<bool, crate::StoreError> {
-        if let Some((error, count)) = &self.failing_completion {
+        if let Some((failing, count)) = &self.failing_completion {
             count.fetch_add(1, Ordering::SeqCst);
-            return Err(error());
+            return match failing {
+                Failing::With(error) => Err(error()),
+                Failing::Hanging => std::future::pending().await,
+            };
         }
         self.inner.complete(key, owner, payload, retention).await
     }
@@ -138,6 +153,10 @@ impl crate::IdempotencyStore for SharedStore {
         lease: Duration,
     ) -> Result<bool, crate::StoreError> {
         self.inner.renew(key, owner, payload, lease).await
+    }
+
+    fn confirms_writes(&self) -> bool {
+        self.confirms_writes
     }
 }
 
