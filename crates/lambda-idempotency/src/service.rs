@@ -392,8 +392,8 @@ async fn complete<St: IdempotencyStore>(
                     .is_none_or(|left| left > pause + Duration::from_millis(250));
                 // Not retried: a deadline reached, and a write the replicas
                 // did not acknowledge (the store already waited for them,
-                // and the answer is a 503 either way; the client's retry
-                // replays once the record is replicated).
+                // or gave the claim back; the answer is a 503 either way,
+                // and the client's retry replays the record or runs again).
                 let last = matches!(
                     failure,
                     StoreFailure::Deadline | StoreFailure::Store(StoreError::NotReplicated { .. })
