@@ -71,7 +71,31 @@ pub fn workspace_root() -> PathBuf {
 pub fn build_release(targets: &[&str]) -> PathBuf {
     let root = workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(&cargo)
+    let mut command = Command::new(&cargo);
+    // What cargo sets for the running test or bench, not for a build: a
+    // build script that reads `CARGO_MANIFEST_DIR` (ring's does) would
+    // otherwise be rebuilt, with all that depends on it, every time a
+    // build from the shell and one from here alternate.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_for_the_run = [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_MANIFEST_PATH",
+            "CARGO_CRATE_NAME",
+            "CARGO_BIN_NAME",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+            "OUT_DIR",
+        ]
+        .contains(&name.as_ref())
+            || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_");
+        if set_for_the_run {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let output = command
         .args(["build", "--release", "--locked"])
         .args(targets)
         .current_dir(&root)
