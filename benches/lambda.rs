@@ -29,7 +29,7 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use testkit::harness::{order_event as order, v2_event, Harness};
 use testkit::RedisServer;
 
@@ -70,14 +70,6 @@ fn missing_key() -> Value {
         .as_object_mut()
         .unwrap()
         .remove("idempotency-key");
-    event
-}
-
-/// The REST API (1.0) fixture event, under `key`.
-fn rest_order(key: &str) -> Value {
-    let mut event = testkit::fixtures::event_json("rest_v1_post_order_prod_stage.json");
-    event["headers"]["Idempotency-Key"] = json!(key);
-    event["multiValueHeaders"]["Idempotency-Key"] = json!([key]);
     event
 }
 
@@ -174,7 +166,7 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
         .header("location")
         .expect("location")
         .to_owned();
-    let rest = rest_order("bench-replay-rest");
+    let rest = testkit::fixtures::rest_order_event("bench-replay-rest");
     let created_rest = deployed.invoke(0, &rest, DEADLINE).await;
     assert_eq!(created_rest.response().status, 201, "{created_rest:?}");
     let before = records(redis);

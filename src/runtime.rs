@@ -308,9 +308,8 @@ mod tests {
 
     /// Every fixture event, as stored (pretty) and compact.
     fn fixtures() -> Vec<(String, Vec<u8>)> {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/events");
         let mut events = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
+        for entry in std::fs::read_dir(testkit::fixtures::events_dir()).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "json") {
                 let pretty = std::fs::read(&path).unwrap();
@@ -371,11 +370,7 @@ mod tests {
         // Claims 2.0 but lacks requestContext: neither shape parses it.
         assert!(parse(br#"{"version":"2.0"}"#).is_none());
         // A 2.0 event that is not UTF-8 parses no better than in lambda_http.
-        let pretty = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/events/post_order.json"
-        ));
-        let mut broken = pretty.unwrap();
+        let mut broken = testkit::fixtures::event_bytes("post_order.json");
         let at = broken.windows(8).position(|w| w == b"Espresso").unwrap();
         broken[at] = 0xff;
         assert!(says_version_2(&broken));
@@ -397,11 +392,7 @@ mod tests {
 
     #[test]
     fn a_rest_event_that_is_not_utf_8_parses_no_better_than_in_lambda_http() {
-        let mut event = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/events/rest_v1_post_order_prod_stage.json"
-        ))
-        .unwrap();
+        let mut event = testkit::fixtures::event_bytes("rest_v1_post_order_prod_stage.json");
         let at = event.windows(8).position(|w| w == b"Espresso").unwrap();
         event[at] = 0xff;
         assert!(!says_version_2(&event));
@@ -413,12 +404,7 @@ mod tests {
         // A REST API event with a header named `version` valued `2.0`, and
         // a request context that the 2.0 shape accepts too: only the
         // parsed version keeps it a REST event, as lambda_http reads it.
-        let v1 = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/events/rest_v1_post_order_prod_stage.json"
-        ))
-        .unwrap();
-        let mut value: serde_json::Value = serde_json::from_slice(&v1).unwrap();
+        let mut value = testkit::fixtures::event_json("rest_v1_post_order_prod_stage.json");
         value["headers"]["version"] = "2.0".into();
         value["requestContext"]["http"] = serde_json::json!({
             "method": "POST", "path": "/orders", "protocol": "HTTP/1.1",

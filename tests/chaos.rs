@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::fixtures::event_json;
+use testkit::fixtures::rest_order_event;
 use testkit::harness::{
     base64_decode, clf_time, function_env, release_binary, v2_event, Harness, Outcome,
 };
@@ -84,10 +84,7 @@ async fn a_rest_api_event_is_answered_in_its_shape_and_replayed_by_another_insta
         redis_env(&redis.url(), 2),
     )
     .await;
-    let mut event = event_json("rest_v1_post_order_prod_stage.json");
-    let key = new_key();
-    event["headers"]["Idempotency-Key"] = key.as_str().into();
-    event["multiValueHeaders"]["Idempotency-Key"] = serde_json::json!([key]);
+    let event = rest_order_event(&new_key());
 
     let first = harness.invoke(0, &event, DEADLINE).await;
     let second = harness.invoke(1, &event, DEADLINE).await;

@@ -22,9 +22,22 @@ pub fn event(name: &str) -> Request {
 
 /// Loads `events/<name>` as the raw JSON event.
 pub fn event_json(name: &str) -> serde_json::Value {
+    serde_json::from_slice(&event_bytes(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// The REST API (1.0) fixture order (`rest_v1_post_order_prod_stage.json`)
+/// under `key`, in both of its header maps.
+pub fn rest_order_event(key: &str) -> serde_json::Value {
+    let mut event = event_json("rest_v1_post_order_prod_stage.json");
+    event["headers"]["Idempotency-Key"] = key.into();
+    event["multiValueHeaders"]["Idempotency-Key"] = serde_json::json!([key]);
+    event
+}
+
+/// The bytes of `events/<name>`, as stored.
+pub fn event_bytes(name: &str) -> Vec<u8> {
     let path = format!("{}/{name}", events_dir());
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// A Lambda context whose deadline is `left` from now.
