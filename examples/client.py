@@ -9,8 +9,11 @@ A try is repeated, with the same key and the same body, when
 - it timed out or the connection failed (the order may or may not exist:
   the next try either creates it or gets the first answer back);
 - the answer is 409 (the first try is still being processed) or 503 (the
-  store was unavailable), after the answer's Retry-After.
-Anything else is final. Tries are bounded (--tries), and so is each wait.
+  store was unavailable), after the answer's Retry-After or the backoff
+  (0.2 s, doubling on every try), whichever is longer.
+Anything else is final. Tries are bounded (--tries, default 10), and so is
+each wait (--max-wait): the default keeps trying for over 40 s, far longer
+than the 3 s lease that frees a key after any single fault.
 
 Python standard library only.
 
@@ -86,7 +89,7 @@ def create_order(
     base_url,
     order,
     key=None,
-    tries=6,
+    tries=10,
     timeout=5.0,
     backoff=0.2,
     max_wait=10.0,
@@ -119,8 +122,11 @@ def create_order(
                 if on_try:
                     on_try(report)
                 return answer, key
+            # Retry-After is a floor, not the whole wait: a 409 near the
+            # end of the first try's lease says 0, and retrying at once
+            # would spend every try within that last second.
             asked = retry_after(answer)
-            wait = backoff if asked is None else asked
+            wait = backoff if asked is None else max(asked, backoff)
         last = attempt == tries
         report["wait"] = None if last else min(wait, max_wait)
         if on_try:
@@ -139,7 +145,7 @@ def main(argv=None):
     parser.add_argument("--product", required=True)
     parser.add_argument("--quantity", type=int, required=True)
     parser.add_argument("--key", help="the Idempotency-Key (default: a new UUID)")
-    parser.add_argument("--tries", type=int, default=6, help="at most this many tries (default 6)")
+    parser.add_argument("--tries", type=int, default=10, help="at most this many tries (default 10)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per try (default 5)")
     parser.add_argument("--max-wait", type=float, default=10.0, help="longest wait between tries")
     parser.add_argument("--log", action="store_true", help="one JSON line per try on stderr")

@@ -92,35 +92,31 @@ impl Config {
             Some("false" | "0" | "no") => false,
             Some(_) => return Err(error("REDIS_CONNECT_AT_INIT", "expected true or false")),
         };
-        let config = Self {
+        let mut config = Self {
             redis_url,
             redis,
             settings,
             scope,
             connect_at_init,
         };
-        config.check_leases()?;
+        config.fit_lease(set("IDEMPOTENCY_LEASE_SECS").is_some())?;
         Ok(config)
     }
 
     /// A lease is renewed every third of its length, each renewal bounded
-    /// by `REDIS_TIMEOUT_MS`. A lease of six timeouts still outlasts one
-    /// renewal that fails after a whole timeout, and the next one.
-    fn check_leases(&self) -> Result<(), ConfigError> {
+    /// by `REDIS_TIMEOUT_MS`: a lease of six timeouts still outlasts one
+    /// renewal that fails after a whole timeout, and the next one. The
+    /// default lease grows to that floor with a longer timeout; a lease set
+    /// below it is refused.
+    fn fit_lease(&mut self, set: bool) -> Result<(), ConfigError> {
         let floor = self.redis.timeout * 6;
-        for (var, lease) in [
-            ("IDEMPOTENCY_LEASE_CAP_SECS", self.settings.lease_cap),
-            (
-                "IDEMPOTENCY_DEFAULT_LEASE_SECS",
-                self.settings.default_lease,
-            ),
-        ] {
-            if lease < floor {
-                return Err(error(
-                    var,
-                    format!("a lease must last at least six times REDIS_TIMEOUT_MS ({floor:?})"),
-                ));
-            }
+        if !set {
+            self.settings.lease = self.settings.lease.max(floor);
+        } else if self.settings.lease < floor {
+            return Err(error(
+                "IDEMPOTENCY_LEASE_SECS",
+                format!("a lease must last at least six times REDIS_TIMEOUT_MS ({floor:?})"),
+            ));
         }
         Ok(())
     }
@@ -170,7 +166,7 @@ mod tests {
             ("REDIS_CA_FILE", "/etc/ca.pem"),
             ("REDIS_CLUSTER", "true"),
             ("IDEMPOTENCY_SCOPE", "jwt,anonymous"),
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "30"),
+            ("IDEMPOTENCY_LEASE_SECS", "30"),
             ("IDEMPOTENCY_MAX_REQUEST_BYTES", "1000"),
             ("METRICS_NAMESPACE", ""),
             ("REDIS_CONNECT_AT_INIT", "false"),
@@ -184,7 +180,7 @@ mod tests {
         );
         assert!(config.redis.cluster);
         assert!(config.scope.allows_anonymous());
-        assert_eq!(config.settings.lease_cap, Duration::from_secs(30));
+        assert_eq!(config.settings.lease, Duration::from_secs(30));
         assert_eq!(config.settings.max_request_bytes, 1000);
         assert_eq!(config.settings.metrics_namespace, None);
     }
@@ -206,13 +202,24 @@ mod tests {
 
     #[test]
     fn a_lease_shorter_than_six_redis_timeouts_is_refused_at_start_up() {
-        let err = from(&[
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "2"),
-            ("REDIS_TIMEOUT_MS", "500"),
-        ])
-        .unwrap_err();
-        assert_eq!(err.var, "IDEMPOTENCY_LEASE_CAP_SECS");
-        assert!(from(&[("IDEMPOTENCY_LEASE_CAP_SECS", "3")]).is_ok());
+        let err =
+            from(&[("IDEMPOTENCY_LEASE_SECS", "2"), ("REDIS_TIMEOUT_MS", "500")]).unwrap_err();
+        assert_eq!(err.var, "IDEMPOTENCY_LEASE_SECS");
+        assert!(from(&[("IDEMPOTENCY_LEASE_SECS", "3")]).is_ok());
+    }
+
+    #[test]
+    fn the_default_lease_is_three_seconds_or_six_redis_timeouts() {
+        let lease = |vars: &[(&str, &str)]| from(vars).unwrap().settings.lease;
+        assert_eq!(lease(&[]), Duration::from_secs(3));
+        assert_eq!(
+            lease(&[("REDIS_TIMEOUT_MS", "100")]),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            lease(&[("REDIS_TIMEOUT_MS", "1000")]),
+            Duration::from_secs(6)
+        );
     }
 
     #[test]

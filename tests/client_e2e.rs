@@ -9,8 +9,12 @@
 use std::process::Command;
 use std::time::Duration;
 
+use idempotent_orders::{App, Config};
+use lambda_http::RequestExt;
 use serde_json::Value;
-use testkit::harness::TEST_SCOPE;
+use testkit::fault_proxy::{At, FaultProxy, Freezer};
+use testkit::fixtures::context_with_deadline_in;
+use testkit::harness::{function_env, lookup, v2_event, TEST_SCOPE};
 use testkit::proxy::{socket_addr, TcpProxy};
 use testkit::watch::Watch;
 use testkit::RedisServer;
@@ -42,12 +46,27 @@ impl Run {
 /// Runs the client to completion: one order under `key`, `timeout`
 /// seconds per try, at most `tries` tries.
 fn client(base_url: &str, key: &str, timeout: f64, tries: u32) -> Run {
+    client_with(
+        base_url,
+        key,
+        &[
+            "--timeout",
+            &timeout.to_string(),
+            "--tries",
+            &tries.to_string(),
+            "--max-wait",
+            "3",
+        ],
+    )
+}
+
+/// Runs the client to completion: one order under `key`, with `options`.
+fn client_with(base_url: &str, key: &str, options: &[&str]) -> Run {
     let output = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/client.py"))
         .args(["--url", base_url, "--key", key, "--log"])
         .args(["--product", "Espresso beans 1kg", "--quantity", "2"])
-        .args(["--timeout", &timeout.to_string()])
-        .args(["--tries", &tries.to_string(), "--max-wait", "3"])
+        .args(options)
         .output()
         .expect("python3 is required by this test");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -57,7 +76,7 @@ fn client(base_url: &str, key: &str, timeout: f64, tries: u32) -> Run {
         .map(|l| serde_json::from_str(l).expect("a try is a JSON line"))
         .collect();
     // Shown with --nocapture, or when the test fails.
-    eprintln!("client.py --key {key} --timeout {timeout}:\n{stderr}");
+    eprintln!("client.py --key {key} {options:?}:\n{stderr}");
     Run {
         exit: output.status.code(),
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -164,4 +183,78 @@ async fn the_retrying_client_ends_with_one_order_through_slow_and_restarted_redi
         !watch.group_alive(),
         "processes of cargo lambda watch were left behind"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_default_retries_outlast_a_key_left_claimed_by_a_frozen_instance() {
+    let redis = RedisServer::start();
+    let watch = Watch::start(
+        &[
+            ("REDIS_URL", &redis.url()),
+            ("IDEMPOTENCY_SCOPE", TEST_SCOPE),
+            ("METRICS_NAMESPACE", ""),
+        ],
+        1,
+    );
+    watch.wait_until_serving(Duration::from_secs(600));
+    let key = "client-e2e-frozen";
+    // Another instance of the function (in process, through a proxy) took
+    // the client's first try: it claimed the key and froze as it wrote
+    // the order, as when Lambda stops an instance mid-request. Only the
+    // lease (3 s, as deployed) frees the key.
+    let proxy = FaultProxy::start(socket_addr(&redis.url()));
+    let vars = function_env(&proxy.url(), &[("METRICS_NAMESPACE", "")]);
+    let app = App::from_config(&Config::from_lookup(lookup(vars)).expect("config")).expect("app");
+    let event = v2_event(
+        "POST",
+        "/orders",
+        &[
+            ("content-type", "application/json"),
+            ("idempotency-key", key),
+        ],
+        Some(r#"{"product":"Espresso beans 1kg","quantity":2}"#),
+    );
+    let request = lambda_http::request::from_str(&event.to_string())
+        .expect("an event")
+        .with_lambda_context(context_with_deadline_in(Duration::from_secs(60)));
+    let mut write = proxy.hold_at(At::matching(|c| {
+        c.name() == "SET" && c.key().is_some_and(|k| k.starts_with("orders:"))
+    }));
+    let frozen = Freezer::default();
+    let first = tokio::spawn(frozen.wrap(async move { app.handle(request).await }));
+    write
+        .wait(Duration::from_secs(10))
+        .await
+        .expect("the first try's order write");
+    frozen.freeze();
+
+    // The client, with its default tries and waits, meets 409s until the
+    // lease ends, then gets its order from cargo lambda watch.
+    let retried = tokio::task::spawn_blocking({
+        let base = watch.base_url();
+        move || client_with(&base, key, &[])
+    })
+    .await
+    .expect("client thread");
+    assert!(
+        retried.statuses().contains(&Some(409)),
+        "the key was never held: {}",
+        retried.stderr
+    );
+    assert_one_answer(&retried, &[], &watch);
+    // The frozen try thaws: its order write lands on the order its
+    // successor wrote under the same execution identity, and it answers
+    // that order, or 503 when its timers ran out while it was frozen. Never
+    // another order.
+    proxy.release();
+    frozen.thaw();
+    let first = first.await.expect("the first try");
+    match first.status().as_u16() {
+        201 => assert_eq!(
+            first.body().as_ref(),
+            retried.created_bodies()[0].as_bytes()
+        ),
+        status => assert_eq!(status, 503, "{:?}", first.body()),
+    }
+    assert_eq!(redis.orders(), 1);
 }

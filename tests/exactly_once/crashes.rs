@@ -28,14 +28,14 @@ async fn retries_of_a_killed_process_wait_for_the_lease_then_execute_once_in_con
 }
 
 /// Two processes: process 0 reaches Redis through a proxy that can hold
-/// its replies back (with a 5 s command timeout, so held replies do not
-/// fail its calls), process 1 directly. Process 0 has connected and loaded
-/// its scripts.
+/// its replies back (with a 1 s command timeout, so replies held 400 ms do
+/// not fail its calls; its lease is then 6 s, six timeouts), process 1
+/// directly. Process 0 has connected and loaded its scripts.
 async fn behind_a_proxy(mode: Mode) -> (RedisServer, TcpProxy, Arc<Lambda>) {
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(socket_addr(&redis.url()));
     let envs = vec![
-        mode.env(&proxy.url(), &[("REDIS_TIMEOUT_MS", "5000")]),
+        mode.env(&proxy.url(), &[("REDIS_TIMEOUT_MS", "1000")]),
         mode.env(&redis.url(), &[]),
     ];
     let lambda = Arc::new(Lambda::start(mode, envs).await);
@@ -71,11 +71,11 @@ async fn killed_after_its_claims(mode: Mode) {
         let retry_after: u64 = during.header("retry-after").unwrap().parse().unwrap();
         assert!(
             (1..=3).contains(&retry_after),
-            "lease = 1 s deadline + 2 s grace"
+            "a short hint, never past the 6 s lease"
         );
     }
 
-    wait_until_leases_end(&redis, Duration::from_secs(4)).await;
+    wait_until_leases_end(&redis, Duration::from_secs(8)).await;
     let after = lambda.burst(1, &events, DEADLINE).await;
     executed(&after, "a retry after the lease");
     assert_eq!(
@@ -117,7 +117,7 @@ async fn stalled_then_taken_over(mode: Mode) {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     lambda.pause(0); // frozen between its order writes and its completions
-    wait_until_leases_end(&redis, Duration::from_secs(5)).await;
+    wait_until_leases_end(&redis, Duration::from_secs(8)).await;
 
     let takeovers = lambda.burst(1, &events, DEADLINE).await;
     let takeovers = executed(&takeovers, "the expired lease lets the retry run again");
@@ -125,19 +125,22 @@ async fn stalled_then_taken_over(mode: Mode) {
     proxy.set_delay(Duration::ZERO);
     lambda.resume(0);
     let late = stalled.await.unwrap();
+    let mut answered = 0;
     for (late, takeover) in late.iter().zip(&takeovers) {
         let late = late.response();
-        assert_eq!(
-            late.status,
-            201,
-            "the stalled client still gets its answer: {:?}\n{}",
-            late.raw,
-            lambda.logs(0)
-        );
-        // The retry ran again, found the order the stalled attempt wrote
-        // under the same execution id, and answered with it: one order,
-        // one answer.
-        assert_eq!(&late.body, takeover);
+        // Frozen for longer than its lease, so for more than six command
+        // timeouts: a reply still on its way when it froze may be timed
+        // out on waking (503, and its retry replays), or read (201). The
+        // retry ran again, found the order the stalled attempt wrote under
+        // the same execution id, and answered with it: one order, one
+        // answer.
+        match late.status {
+            201 => {
+                assert_eq!(&late.body, takeover);
+                answered += 1;
+            }
+            status => assert_eq!(status, 503, "{:?}\n{}", late.raw, lambda.logs(0)),
+        }
     }
     let fenced = lambda
         .logs(0)
@@ -145,7 +148,7 @@ async fn stalled_then_taken_over(mode: Mode) {
         .count();
     assert_eq!(
         fenced,
-        events.len(),
+        answered,
         "every fenced completion is logged: {}",
         lambda.logs(0)
     );

@@ -19,7 +19,7 @@
 //!   it), a refused order (`415`, released) followed by the fixed request,
 //!   and a new order whose slow order write lets the heartbeat renew;
 //! - two lease shapes: a lease outliving a 300 ms deadline (no heartbeat),
-//!   and a lease capped at 210 ms under a 1 s deadline (renewed every 70 ms
+//!   and a 210 ms lease under a 60 s deadline (renewed every 70 ms
 //!   while the handler runs);
 //! - faults: the connection dropped before the command; the command applied
 //!   and its reply lost; the reply delayed past `REDIS_TIMEOUT_MS`, past the
@@ -59,11 +59,14 @@
 //!   scenarios' set-up;
 //! - `play`: one schedule played, and many at once;
 //! - `check`: the guarantee;
+//! - `recovery`: time to recovery at deployed scale, through the release
+//!   binary;
 //! - this file: the tests.
 
 mod check;
 mod client;
 mod play;
+mod recovery;
 mod schedule;
 mod world;
 
@@ -78,7 +81,7 @@ use testkit::RedisServer;
 
 use check::check;
 use client::{once, retry_until_final, Ask, Attempt};
-use play::{run_all, PARALLEL};
+use play::{run_all, Batch, PARALLEL};
 use schedule::{enumerate, label, sample, Kind, Lease, Schedule, Step};
 use testkit::fuzz::Rng;
 use world::{World, TIMEOUT};
@@ -96,11 +99,16 @@ async fn every_single_fault_at_every_step_keeps_at_most_one_order_per_key() {
         })
         .cloned()
         .collect();
-    let (count, mut failures) = run_all(chosen).await;
+    let Batch {
+        count,
+        mut failures,
+        recoveries,
+    } = run_all(chosen).await;
     println!(
         "{count} single-fault schedules explored in {:.1?}",
         started.elapsed()
     );
+    failures.extend(slow_recoveries(&recoveries));
     if let Some(seconds) = std::env::var("FAULT_SECONDS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -121,9 +129,9 @@ async fn every_single_fault_at_every_step_keeps_at_most_one_order_per_key() {
             let batch: Vec<Schedule> = (0..PARALLEL)
                 .map(|_| sample(&mut rng, &enumerated))
                 .collect();
-            let (n, more) = run_all(batch).await;
-            sampled += n;
-            failures.extend(more);
+            let more = run_all(batch).await;
+            sampled += more.count;
+            failures.extend(more.failures);
         }
         println!("{sampled} sampled schedules (FAULT_SEED={seed})");
     }
@@ -133,6 +141,36 @@ async fn every_single_fault_at_every_step_keeps_at_most_one_order_per_key() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Prints the time to recovery of the single-fault schedules (maximum and
+/// median, per lease shape), and returns those that took longer than
+/// their lease plus 1 s.
+fn slow_recoveries(recoveries: &[(String, Duration, Duration)]) -> Vec<String> {
+    let mut leases: Vec<Duration> = recoveries.iter().map(|(_, _, lease)| *lease).collect();
+    leases.sort();
+    leases.dedup();
+    for lease in leases {
+        let mut times: Vec<Duration> = recoveries
+            .iter()
+            .filter(|(_, _, l)| *l == lease)
+            .map(|(_, took, _)| *took)
+            .collect();
+        times.sort();
+        println!(
+            "time to recovery with a {lease:?} lease: median {:.0?}, maximum {:.0?} ({} schedules)",
+            times[times.len() / 2],
+            times[times.len() - 1],
+            times.len()
+        );
+    }
+    recoveries
+        .iter()
+        .filter(|(_, took, lease)| *took > *lease + Duration::from_secs(1))
+        .map(|(schedule, took, lease)| {
+            format!("{schedule}\n  recovered in {took:.0?}, more than its {lease:?} lease + 1 s")
+        })
+        .collect()
 }
 
 // Named single faults, each pinned where it is real: through the proxy.
@@ -403,7 +441,7 @@ async fn a_slow_but_live_handler_keeps_its_lease_and_a_retry_gets_409() {
     // A 240 ms lease (more than twice REDIS_TIMEOUT_MS, as Config demands),
     // renewed every 80 ms while the handler sleeps 800 ms.
     let mut settings = lambda_idempotency::Settings::default();
-    settings.default_lease = Duration::from_millis(240);
+    settings.lease = Duration::from_millis(240);
     let runs = Arc::new(AtomicUsize::new(0));
     let slow = slow_layer(
         &proxy.url(),

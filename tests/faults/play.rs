@@ -7,7 +7,7 @@
 //! itself, so that is asserted here where the fault is known to have fired.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testkit::fault_proxy::{At, Rule};
 
@@ -19,15 +19,37 @@ use crate::world::World;
 /// Schedules run at once (they mostly wait: leases, `Retry-After`).
 pub(crate) const PARALLEL: usize = 12;
 
+/// What a schedule that kept the guarantee showed.
+pub(crate) struct Played {
+    /// What the clients got.
+    pub(crate) trail: String,
+    /// From the fault (the end of a stall) until a client got a `201`, a
+    /// replay or a `422`; `None` when the fault never fired.
+    pub(crate) recovery: Option<Duration>,
+}
+
 /// Runs one schedule in a fresh world and checks it.
-async fn run(schedule: Schedule) -> Result<String, String> {
+async fn run(schedule: Schedule) -> Result<Played, String> {
     let world = World::new(schedule.lease);
     let outcome = play(&world, schedule).await;
     outcome.map_err(|problem| format!("{problem}\n{}", world.trace()))
 }
 
+/// Time from `fault` to the first answer after it that shows the key
+/// usable again.
+fn recovery(world: &World, fault: Option<Instant>) -> Option<Duration> {
+    let fault = fault?;
+    world
+        .answers
+        .all()
+        .iter()
+        .filter(|(_, answer)| answer.recovered() && answer.at >= fault)
+        .map(|(_, answer)| answer.at - fault)
+        .min()
+}
+
 /// Plays `schedule` in `world`, then checks the guarantee.
-async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
+async fn play(world: &World, schedule: Schedule) -> Result<Played, String> {
     let first = world.prepare(schedule.scenario).await?;
     let (a, b) = (Arc::clone(&world.a), Arc::clone(&world.b));
     let answers = world.answers.clone();
@@ -51,11 +73,13 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
     let mut racer: Option<Option<Answer>> = None;
     let mut attempt = Attempt::start(&a, &first);
     let mut fired = false;
+    let mut fault_at = None;
     let a_answer = match attempt.until(&mut arrivals).await {
         // The step never came (the path changed): the race still runs.
         Err(answer) => answer,
         Ok(_) => {
             fired = true;
+            fault_at = Some(Instant::now());
             let frozen = kind == Kind::Freeze || schedule.race == Some(Race::Before);
             if frozen {
                 attempt.pause.freeze();
@@ -92,6 +116,7 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
                 Kind::Stall => {
                     tokio::time::sleep(a.lease.length() + Duration::from_millis(100)).await;
                     a.proxy.release();
+                    fault_at = Some(Instant::now());
                 }
                 _ => {
                     a.proxy.release();
@@ -199,32 +224,57 @@ async fn play(world: &World, schedule: Schedule) -> Result<String, String> {
             late.summary()
         ));
     }
-    check(world)
+    let trail = check(world)?;
+    Ok(Played {
+        trail,
+        recovery: recovery(world, fault_at),
+    })
 }
 
-pub(crate) async fn run_all(schedules: Vec<Schedule>) -> (usize, Vec<String>) {
+/// What a batch of schedules showed: how many ran, the failures, and the
+/// time to recovery of each single-fault schedule whose fault fired.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) count: usize,
+    pub(crate) failures: Vec<String>,
+    pub(crate) recoveries: Vec<(String, Duration, Duration)>,
+}
+
+pub(crate) async fn run_all(schedules: Vec<Schedule>) -> Batch {
     let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL));
     let mut runs = Vec::new();
     for schedule in schedules {
         let permit = Arc::clone(&limit).acquire_owned().await.expect("semaphore");
         runs.push(tokio::spawn(async move {
             let description = schedule.to_string();
+            let single = schedule.second.is_none();
+            let lease = schedule.lease.length();
             let outcome = run(schedule).await;
             drop(permit);
-            (description, outcome)
+            (description, single, lease, outcome)
         }));
     }
-    let mut failures = Vec::new();
-    let count = runs.len();
+    let mut batch = Batch {
+        count: runs.len(),
+        ..Batch::default()
+    };
     for run in runs {
-        let (description, outcome) = run.await.expect("a schedule panicked");
-        match &outcome {
-            Ok(trail) => println!("ok   {description}: {trail}"),
-            Err(_) => println!("FAIL {description}"),
-        }
-        if let Err(problem) = outcome {
-            failures.push(format!("{description}\n  {problem}"));
+        let (description, single, lease, outcome) = run.await.expect("a schedule panicked");
+        match outcome {
+            Ok(played) => {
+                let took = played
+                    .recovery
+                    .map_or(String::new(), |r| format!(" (recovered in {r:.0?})"));
+                println!("ok   {description}: {}{took}", played.trail);
+                if let Some(recovery) = played.recovery.filter(|_| single) {
+                    batch.recoveries.push((description, recovery, lease));
+                }
+            }
+            Err(problem) => {
+                println!("FAIL {description}");
+                batch.failures.push(format!("{description}\n  {problem}"));
+            }
         }
     }
-    (count, failures)
+    batch
 }

@@ -30,13 +30,7 @@ fn config(redis_url: &str, lease: Lease) -> Config {
         &[("REDIS_TIMEOUT_MS", "100"), ("METRICS_NAMESPACE", "")],
     );
     let mut config = Config::from_lookup(lookup(vars)).expect("config");
-    if lease != Lease::Long {
-        config.settings.lease_grace = Duration::from_millis(100);
-    }
-    config.settings.default_lease = Duration::from_millis(400);
-    if lease == Lease::Capped {
-        config.settings.lease_cap = Lease::Capped.length();
-    }
+    config.settings.lease = lease.length();
     config
 }
 

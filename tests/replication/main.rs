@@ -238,7 +238,7 @@ async fn with_one_replica_required_an_instance_fenced_out_at_completion_never_an
     let link = TcpProxy::start(socket_addr(&primary.url()));
     let replica = RedisServer::replica_of_port(link.port());
     // A 1 s lease (twice REDIS_TIMEOUT_MS), so a takeover comes quickly.
-    let short = |config: &mut Config| config.settings.lease_cap = Duration::from_secs(1);
+    let short = |config: &mut Config| config.settings.lease = Duration::from_secs(1);
     let a = Frozen::start(&primary, short, "k-fenced");
     // A freezes just before writing the order, and stays frozen past its
     // lease; B takes the key over (acknowledged), and freezes there too.

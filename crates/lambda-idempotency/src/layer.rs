@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use lambda_http::tower::Layer;
 
+use crate::giveback::GiveBacks;
 use crate::metrics::{DeferredLines, Emf};
 use crate::rules::{DefaultStoreRule, StoreRule};
 use crate::scope::{ApiGatewayScope, CallerScope};
@@ -20,6 +21,8 @@ pub(crate) struct Shared<St> {
     pub(crate) rule: Box<dyn StoreRule>,
     /// The per-request log-and-metric line, when metrics are on.
     pub(crate) emf: Option<Emf>,
+    /// Claims a failure may have left behind, to give back.
+    pub(crate) give_backs: Arc<GiveBacks>,
 }
 
 /// Wraps services in [`Idempotency`], sharing one store and its settings.
@@ -116,6 +119,7 @@ impl<St> IdempotencyLayerBuilder<St> {
                 scope: self.scope,
                 rule: self.rule,
                 emf,
+                give_backs: Arc::default(),
             }),
         }
     }

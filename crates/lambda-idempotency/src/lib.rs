@@ -48,13 +48,17 @@
 //!
 //! For each record key (caller scope, method, route, `Idempotency-Key`), the
 //! handler is *started* again only when the previous attempt's outcome is
-//! unknown to the store: its process died or froze past its lease, or the
+//! unknown to the store: its process died or froze past its lease (3 s by
+//! default, whatever the function's timeout: [`Settings::lease`]), or the
 //! store lost its completion. Every such attempt sees the same
 //! [`ExecutionId`] in its request extensions; a handler that names its side
 //! effects after it and writes them only if absent (`SET … NX`, a
 //! conditional put, a payment provider's own idempotency key) is
-//! exactly-once. A live handler never loses its lease: it is renewed while
-//! the handler runs, past the invocation's deadline too. Records can still
+//! exactly-once. A live handler keeps its lease while the store answers its
+//! renewals: they are sent every third of the lease while the handler
+//! runs, past the invocation's deadline too (a handler that blocks its
+//! runtime thread for a whole lease stops them: block in
+//! `spawn_blocking`). Records can still
 //! be lost by the store itself (a failover without replica acknowledgement,
 //! a restart without persistence, eviction); [`RedisOptions::min_replicas`]
 //! closes the failover case on Redis with replicas that support `WAIT`.
@@ -87,6 +91,7 @@ mod execution;
 mod fingerprint;
 #[cfg(test)]
 mod fuzz_tests;
+mod giveback;
 mod key;
 mod layer;
 mod memory_store;

@@ -75,7 +75,6 @@ pub(crate) struct Lease<'a, St> {
     pub(crate) key: &'a StoreKey,
     pub(crate) owner: &'a OwnerToken,
     pub(crate) fingerprint: &'a Fingerprint,
-    pub(crate) deadline: Option<SystemTime>,
 }
 
 impl<St: IdempotencyStore> Lease<'_, St> {
@@ -89,21 +88,20 @@ impl<St: IdempotencyStore> Lease<'_, St> {
     }
 
     /// Renews the lease every third of its length, fenced by the owner
-    /// token. Also past the invocation's deadline: Lambda Managed
-    /// Instances do not stop an invocation at its deadline, so a handler
-    /// may still be running then. A handler that finishes within a third of
-    /// its lease (nearly all) never renews, so this costs no round trip.
+    /// token, for as long as the handler runs: past the invocation's
+    /// deadline too (Lambda Managed Instances do not stop an invocation
+    /// there). A handler that finishes within a third of its lease (nearly
+    /// all) never renews, so this costs no round trip.
     ///
     /// A failed renewal is retried at once (after [`MIN_HEARTBEAT`]), not a
     /// third of a lease later: it may have taken a whole `REDIS_TIMEOUT_MS`
     /// to fail.
     async fn heartbeat(&self) -> Infallible {
+        let lease = self.settings.lease();
         let mut failed = false;
         loop {
-            let lease = self.settings.lease_for(time_left(self.deadline));
             let pause = if failed { MIN_HEARTBEAT } else { lease / 3 };
             tokio::time::sleep(pause.max(MIN_HEARTBEAT)).await;
-            let lease = self.settings.lease_for(time_left(self.deadline));
             let payload = in_progress_payload(self.fingerprint, now_ms() + millis(lease));
             let renewed = self
                 .store

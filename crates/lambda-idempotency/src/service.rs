@@ -169,7 +169,12 @@ where
 {
     let settings = &shared.settings;
     let store = &shared.store;
-    let lease = settings.lease_for(time_left(c.deadline));
+    // A claim on this key an earlier invocation could not give back (its
+    // sandbox was frozen, or the store was away): before our own claim,
+    // which would find it and answer 409.
+    let first = |key, owner| release_once(store, key, owner, c.deadline);
+    shared.give_backs.before_claim(&c.key, first).await;
+    let lease = settings.lease();
     let started = Instant::now();
     let payload = in_progress_payload(&c.fingerprint, now_ms() + millis(lease));
     let claimed = bounded(
@@ -178,10 +183,12 @@ where
         store.claim(&c.key, &c.owner, &payload, lease),
     )
     .await;
-    if let Err(StoreFailure::Deadline | StoreFailure::Store(StoreError::Timeout(_))) = &claimed {
-        // The claim may have been applied after all: give it back, so the
-        // client's retry is not held off for the whole lease.
-        release_later(shared, &c);
+    if claimed.is_err() {
+        // The claim may have been applied all the same (a lost or late
+        // reply, a retry that failed after the first attempt landed), or
+        // may land yet: give it back, so the client's retry is not held
+        // off for the lease.
+        give_back(shared, &c.key, &c.owner);
     }
     let existing = claimed.and_then(|found| {
         found
@@ -210,7 +217,7 @@ where
     if action == NextAction::Execute && took + LEASE_SAFETY >= lease {
         // The claim's reply came back after our lease (nearly) ran out:
         // another invocation may already own the key.
-        release(store, &c.key, &c.owner, c.deadline).await;
+        release(shared, &c.key, &c.owner, c.deadline).await;
         let error = unavailable(settings, &c.key, StoreFailure::LateClaim(took));
         return tally.reject(error, Outcome::StoreError, Some(&c.key));
     }
@@ -234,7 +241,6 @@ where
                 key: &c.key,
                 owner: &c.owner,
                 fingerprint: &c.fingerprint,
-                deadline: c.deadline,
             };
             // Boxed: the handler's future is large, and a replay or a
             // rejection, which never runs it, should not carry (and move)
@@ -250,21 +256,20 @@ where
 
 /// After the handler ran: store its response, or release the key.
 async fn settle<St: IdempotencyStore>(
-    shared: &Shared<St>,
+    shared: &Arc<Shared<St>>,
     tally: Tally<'_, St>,
     c: &Claimant,
     response: Result<Response<Body>, String>,
 ) -> Response<Body> {
-    let store = &shared.store;
     let response = match response {
         Ok(response) => response,
         Err(failure) => {
-            release(store, &c.key, &c.owner, c.deadline).await;
+            release(shared, &c.key, &c.owner, c.deadline).await;
             return tally.finish_handled(Outcome::HandlerFailed, Some(&c.key), Err(failure));
         }
     };
     if !shared.rule.should_store(&response) {
-        release(store, &c.key, &c.owner, c.deadline).await;
+        release(shared, &c.key, &c.owner, c.deadline).await;
         return tally.finish(Outcome::Released, Some(&c.key), response);
     }
     let payload = StoredResponse::capture(&response).encode(&c.fingerprint);
@@ -277,7 +282,7 @@ async fn settle<St: IdempotencyStore>(
             "the response is larger than IDEMPOTENCY_MAX_RECORD_BYTES: it was sent but not \
              stored, and the key was released (a retry runs again)"
         );
-        release(store, &c.key, &c.owner, c.deadline).await;
+        release(shared, &c.key, &c.owner, c.deadline).await;
         return tally.finish(Outcome::Released, Some(&c.key), response);
     }
     match complete(shared, c, &payload).await {
@@ -346,11 +351,15 @@ async fn bounded<T, St: IdempotencyStore>(
     }
 }
 
-/// A fenced release in the background: it deletes the record only if it is
-/// still our claim, in progress.
-fn release_later<St: IdempotencyStore>(shared: &Arc<Shared<St>>, c: &Claimant) {
-    let (shared, key, owner) = (Arc::clone(shared), c.key.clone(), c.owner.clone());
-    tokio::spawn(async move { release(&shared.store, &key, &owner, None).await });
+/// Queues our claim on `key` to be given back (see `giveback.rs`), and
+/// starts the background task that sends it.
+fn give_back<St: IdempotencyStore>(shared: &Arc<Shared<St>>, key: &StoreKey, owner: &OwnerToken) {
+    shared.give_backs.push(key, owner, shared.settings.lease());
+    let task = Arc::clone(shared);
+    shared.give_backs.spawn(move |key, owner| {
+        let shared = Arc::clone(&task);
+        async move { release_once(&shared.store, key, owner, None).await }
+    });
 }
 
 /// The invocation's deadline; `None` when absent or zero (tests, some
@@ -410,20 +419,35 @@ async fn complete<St: IdempotencyStore>(
 }
 
 /// A fenced release, bounded by `deadline` (if any) as well as by the
-/// store's timeout; a failure is logged (the lease frees the key anyway).
+/// store's timeout. A failure is logged and the claim queued to be given
+/// back (the lease frees the key in any case).
 async fn release<St: IdempotencyStore>(
-    store: &St,
+    shared: &Arc<Shared<St>>,
     key: &StoreKey,
     owner: &OwnerToken,
     deadline: Option<SystemTime>,
 ) {
+    let store = &shared.store;
     if let Err(e) = bounded(store, deadline, store.release(key, owner)).await {
         tracing::warn!(
             key_hash = key.hash(),
             error = %e,
-            "could not release the idempotency claim; it frees itself when the lease ends"
+            "could not release the idempotency claim; it is given back when the store \
+             answers, or frees itself when the lease ends"
         );
+        give_back(shared, key, owner);
     }
+}
+
+/// One give-back attempt: a fenced release bounded by `deadline` (if any)
+/// and the store's timeout.
+async fn release_once<St: IdempotencyStore>(
+    store: &St,
+    key: StoreKey,
+    owner: OwnerToken,
+    deadline: Option<SystemTime>,
+) -> Result<bool, StoreFailure> {
+    bounded(store, deadline, store.release(&key, &owner)).await
 }
 
 #[cfg(test)]

@@ -30,16 +30,14 @@ pub struct Settings {
     /// How long a completed response is replayed. Default 24 h. Env
     /// `IDEMPOTENCY_RETENTION_SECS`.
     pub retention: Duration,
-    /// Upper bound of an in-progress lease. Default 900 s. Env
-    /// `IDEMPOTENCY_LEASE_CAP_SECS`.
-    pub lease_cap: Duration,
-    /// Lease when the invocation has no usable deadline (none, or one in
-    /// the past as under `cargo lambda watch`). Default 60 s. Env
-    /// `IDEMPOTENCY_DEFAULT_LEASE_SECS`.
-    pub default_lease: Duration,
-    /// Added to the invocation's remaining time, so the lease outlives the
-    /// invocation that holds it by a little. Default 2 s.
-    pub lease_grace: Duration,
+    /// How long a claim holds its key without being renewed. While the
+    /// handler runs, the lease is renewed every third of its length, so a
+    /// live handler keeps its key however long it runs; an invocation that
+    /// died, froze or lost the store frees the key within one lease,
+    /// whatever the function's timeout. Keep it at least six times the
+    /// store's own call timeout, so that one failed renewal and the next
+    /// one fit in it. Default 3 s. Env `IDEMPOTENCY_LEASE_SECS`.
+    pub lease: Duration,
     /// When false, a request without `Idempotency-Key` runs unprotected (a
     /// log line says so) instead of getting `400`. Default true. Env
     /// `IDEMPOTENCY_KEY_REQUIRED`.
@@ -76,9 +74,7 @@ impl Default for Settings {
         Self {
             key_prefix: "idempotency".to_owned(),
             retention: Duration::from_secs(24 * 60 * 60),
-            lease_cap: Duration::from_secs(900),
-            default_lease: Duration::from_secs(60),
-            lease_grace: Duration::from_secs(2),
+            lease: DEFAULT_LEASE,
             key_required: true,
             methods: vec![Method::POST, Method::PATCH],
             in_progress_retry_after: Duration::from_secs(1),
@@ -91,10 +87,27 @@ impl Default for Settings {
     }
 }
 
+/// The default lease: six times the Redis store's default timeout (500 ms).
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+
+/// Variables earlier versions read, and what replaced them.
+const RETIRED: [(&str, &str); 2] = [
+    (
+        "IDEMPOTENCY_LEASE_CAP_SECS",
+        "the lease no longer follows the invocation's deadline",
+    ),
+    (
+        "IDEMPOTENCY_DEFAULT_LEASE_SECS",
+        "one lease applies whatever the deadline",
+    ),
+];
+
 /// Longest retention accepted from the environment: a year.
 const MAX_RETENTION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
-/// Longest lease accepted from the environment: a day.
-const MAX_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest lease accepted from the environment: fifteen minutes (a lease
+/// is renewed while its handler runs; a long one only keeps a dead
+/// invocation's key blocked longer).
+const MAX_LEASE: Duration = Duration::from_secs(15 * 60);
 
 /// A configuration variable with a value that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -117,6 +130,14 @@ impl Settings {
     /// [`Settings::from_env`] through `lookup` (variable name → value).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(&lookup);
+        for (var, why) in RETIRED {
+            if env.get(var).is_some() {
+                tracing::warn!(
+                    "{var} is no longer read ({why}): the lease is IDEMPOTENCY_LEASE_SECS \
+                     (default 3 s), renewed while the handler runs"
+                );
+            }
+        }
         let defaults = Self::default();
         let key_prefix = match env.get("IDEMPOTENCY_KEY_PREFIX") {
             None => defaults.key_prefix.clone(),
@@ -130,12 +151,7 @@ impl Settings {
                 defaults.retention,
                 MAX_RETENTION,
             )?,
-            lease_cap: env.secs("IDEMPOTENCY_LEASE_CAP_SECS", defaults.lease_cap, MAX_LEASE)?,
-            default_lease: env.secs(
-                "IDEMPOTENCY_DEFAULT_LEASE_SECS",
-                defaults.default_lease,
-                MAX_LEASE,
-            )?,
+            lease: env.secs("IDEMPOTENCY_LEASE_SECS", defaults.lease, MAX_LEASE)?,
             key_required: env.boolean("IDEMPOTENCY_KEY_REQUIRED", defaults.key_required)?,
             methods: env.methods("IDEMPOTENCY_METHODS", defaults.methods.clone())?,
             max_request_bytes: env
@@ -150,15 +166,9 @@ impl Settings {
         })
     }
 
-    /// The lease for an invocation that has `remaining` time left, if known:
-    /// remaining time plus grace, capped; the default lease when there is no
-    /// usable deadline. Never zero (`PX 0` is an error in Redis).
-    pub(crate) fn lease_for(&self, remaining: Option<Duration>) -> Duration {
-        let lease = match remaining {
-            Some(left) if !left.is_zero() => (left + self.lease_grace).min(self.lease_cap),
-            _ => self.default_lease.min(self.lease_cap),
-        };
-        lease.max(Duration::from_millis(1))
+    /// The lease of a claim. Never zero (`PX 0` is an error in Redis).
+    pub(crate) fn lease(&self) -> Duration {
+        self.lease.max(Duration::from_millis(1))
     }
 
     /// Whether requests with this method go through the layer.
@@ -289,8 +299,7 @@ mod tests {
         let s = from(&[
             ("IDEMPOTENCY_KEY_PREFIX", "idem"),
             ("IDEMPOTENCY_RETENTION_SECS", "3600"),
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "30"),
-            ("IDEMPOTENCY_DEFAULT_LEASE_SECS", "10"),
+            ("IDEMPOTENCY_LEASE_SECS", "10"),
             ("IDEMPOTENCY_KEY_REQUIRED", "false"),
             ("IDEMPOTENCY_METHODS", "post, put"),
             ("IDEMPOTENCY_MAX_REQUEST_BYTES", "100"),
@@ -301,8 +310,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.key_prefix, "idem");
         assert_eq!(s.retention, Duration::from_secs(3600));
-        assert_eq!(s.lease_cap, Duration::from_secs(30));
-        assert_eq!(s.default_lease, Duration::from_secs(10));
+        assert_eq!(s.lease, Duration::from_secs(10));
         assert!(!s.key_required);
         assert_eq!(s.methods, vec![Method::POST, Method::PUT]);
         assert_eq!((s.max_request_bytes, s.max_record_bytes), (100, 200));
@@ -314,13 +322,14 @@ mod tests {
     fn bad_values_name_the_variable() {
         for (var, value) in [
             ("IDEMPOTENCY_RETENTION_SECS", "0"),
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "-5"),
+            ("IDEMPOTENCY_LEASE_SECS", "-5"),
             ("IDEMPOTENCY_KEY_REQUIRED", "maybe"),
             ("IDEMPOTENCY_METHODS", "PO ST"),
             ("IDEMPOTENCY_KEY_PREFIX", "has space"),
             ("IDEMPOTENCY_MAX_REQUEST_BYTES", "lots"),
             ("IDEMPOTENCY_RETENTION_SECS", "99999999999999"),
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "86401"),
+            ("IDEMPOTENCY_LEASE_SECS", "901"),
+            ("IDEMPOTENCY_LEASE_SECS", "0"),
         ] {
             let err = from(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, var, "{value}");
@@ -329,27 +338,23 @@ mod tests {
     }
 
     #[test]
-    fn the_lease_is_remaining_time_plus_grace_capped() {
-        let s = Settings::default();
-        assert_eq!(
-            s.lease_for(Some(Duration::from_secs(10))),
-            Duration::from_secs(12)
-        );
-        let capped = Settings {
-            lease_cap: Duration::from_secs(5),
+    fn the_lease_is_three_seconds_whatever_the_deadline() {
+        assert_eq!(Settings::default().lease(), Duration::from_secs(3));
+        let zero = Settings {
+            lease: Duration::ZERO,
             ..Settings::default()
         };
-        assert_eq!(
-            capped.lease_for(Some(Duration::from_secs(60))),
-            Duration::from_secs(5)
-        );
+        assert_eq!(zero.lease(), Duration::from_millis(1), "never PX 0");
     }
 
     #[test]
-    fn a_missing_or_past_deadline_uses_the_default_lease() {
-        let s = Settings::default();
-        assert_eq!(s.lease_for(None), Duration::from_secs(60));
-        assert_eq!(s.lease_for(Some(Duration::ZERO)), Duration::from_secs(60));
+    fn retired_lease_variables_are_ignored_not_refused() {
+        let s = from(&[
+            ("IDEMPOTENCY_LEASE_CAP_SECS", "900"),
+            ("IDEMPOTENCY_DEFAULT_LEASE_SECS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(s.lease, Duration::from_secs(3));
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn request(key: &str) -> Request {
 
 fn short_leases(lease: Duration) -> Settings {
     let mut settings = Settings::default();
-    settings.default_lease = lease;
+    settings.lease = lease;
     settings
 }
 

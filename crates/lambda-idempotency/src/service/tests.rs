@@ -232,7 +232,7 @@ async fn the_same_key_with_a_different_body_is_refused_with_422() {
 #[tokio::test(start_paused = true)]
 async fn a_slow_live_handler_keeps_its_lease_past_the_lease_length() {
     let settings = Settings {
-        default_lease: Duration::from_secs(1),
+        lease: Duration::from_secs(1),
         ..Settings::default()
     };
     let memory = store();
@@ -498,3 +498,4 @@ async fn a_store_whose_own_bound_ends_before_the_deadline_gets_no_deadline_timer
 }
 
 mod completion;
+mod give_back;
