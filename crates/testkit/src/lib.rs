@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`server`]: a `redis-server` per test, on a free port (plain or TLS),
 //!   that can be stopped, restarted, frozen and made a replica.
+//! - [`engine`]: which server software runs (`REDIS_SERVER_BIN`: Redis,
+//!   or Valkey for the Valkey pass), checked on every server started.
 //! - [`cluster`]: a local three-master Redis Cluster.
 //! - [`proxy`]: a TCP proxy that delays or freezes Redis traffic.
 //! - [`fault_proxy`]: a RESP-aware proxy that numbers Redis commands and
@@ -21,6 +23,7 @@
 //! missing: that is a failure that says how to install it.
 
 pub mod cluster;
+pub mod engine;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod fuzz;
@@ -31,4 +34,5 @@ mod tls;
 pub mod watch;
 
 pub use cluster::RedisCluster;
+pub use engine::Engine;
 pub use server::RedisServer;

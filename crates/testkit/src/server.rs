@@ -3,19 +3,17 @@
 //! port, with a synchronous connection for the test's own assertions.
 //!
 //! No test mocks Redis, and none is skipped when `redis-server` is missing:
-//! that is a failure that says how to install it.
+//! that is a failure that says how to install it. `REDIS_SERVER_BIN` picks
+//! the binary (a `valkey-server` for the Valkey pass; see [`crate::engine`]).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::engine::{self, binary, install_hint, Engine};
 use crate::tls::generate_certificates;
-
-pub(crate) const INSTALL_HINT: &str = "redis-server is required by the integration tests and was not found. \
-Install it with `sudo apt-get install -y redis-server` (Debian/Ubuntu) or `brew install redis` (macOS), \
-or run `bash .ci/run`, which installs it. Set REDIS_SERVER_BIN to use a binary outside PATH.";
 
 /// A `redis-server` process owned by one test.
 pub struct RedisServer {
@@ -27,10 +25,20 @@ pub struct RedisServer {
     /// receives there as `dump.rdb`, and a server loads a `dump.rdb` it
     /// finds at start, so servers must never share one.
     dir: PathBuf,
+    /// What answered the last start, when it could be asked (not over TLS
+    /// nor behind a password).
+    engine: Option<Engine>,
 }
 
-fn binary() -> String {
-    std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+/// Who answers on a server's port.
+#[derive(Debug, PartialEq)]
+enum Answer {
+    /// Nothing yet.
+    Nobody,
+    /// Our own child, and what it is when it says.
+    Ours(Option<Engine>),
+    /// Another process's server, which won the race for the port.
+    Another,
 }
 
 fn free_port() -> u16 {
@@ -63,6 +71,7 @@ impl RedisServer {
     fn launch(extra: &[&str], tls: Option<PathBuf>) -> Self {
         // Picking a free port then binding it is racy between parallel
         // tests; a server that loses the race exits, and we try another.
+        let mut log = String::new();
         for _ in 0..10 {
             let dir = std::env::temp_dir().join(format!("redis-{}", uuid::Uuid::new_v4().simple()));
             std::fs::create_dir_all(&dir).expect("a working directory for redis-server");
@@ -72,12 +81,17 @@ impl RedisServer {
                 extra: extra.iter().map(|s| s.to_string()).collect(),
                 tls: tls.clone(),
                 dir,
+                engine: None,
             };
             if server.spawn() {
                 return server;
             }
+            log = std::fs::read_to_string(server.dir.join("server.log")).unwrap_or_default();
         }
-        panic!("redis-server failed to start on 10 different ports");
+        panic!(
+            "{} failed to start on 10 different ports; the last one logged:\n{log}",
+            binary()
+        );
     }
 
     fn args(&self) -> Vec<String> {
@@ -107,6 +121,8 @@ impl RedisServer {
         }
         args.push("--dir".into());
         args.push(self.dir.display().to_string());
+        args.push("--logfile".into());
+        args.push(self.dir.join("server.log").display().to_string());
         // A replica's first sync starts at once, not after the 5 s Redis
         // waits by default for more replicas to share a diskless transfer.
         args.push("--repl-diskless-sync-delay".into());
@@ -123,21 +139,27 @@ impl RedisServer {
             .spawn()
         {
             Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{INSTALL_HINT}"),
-            Err(e) => panic!("could not start redis-server: {e}"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{}", install_hint()),
+            Err(e) => panic!("could not start {}: {e}", binary()),
         };
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(10) {
             match self.answering() {
-                Some(true) => return true,
+                Answer::Ours(engine) => {
+                    if let Some(engine) = &engine {
+                        engine::check(engine);
+                    }
+                    self.engine = engine;
+                    return true;
+                }
                 // Another process's server holds the port (it won the race
                 // for it): ours is exiting, or will.
-                Some(false) => {
+                Answer::Another => {
                     self.stop();
                     return false;
                 }
-                None => {}
+                Answer::Nobody => {}
             }
             let exited = self
                 .child
@@ -150,40 +172,44 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!(
-            "redis-server on port {} did not answer PING within 10 s",
+            "{} on port {} did not answer INFO within 10 s",
+            binary(),
             self.port
         );
     }
 
-    /// `Some(true)` when our own child answers on the port, `Some(false)`
-    /// when another process does, `None` when nothing does yet.
-    fn answering(&self) -> Option<bool> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+    /// Whether our own child answers on the port (and what it is), another
+    /// process does, or nothing does yet.
+    fn answering(&self) -> Answer {
         if self.tls.is_some() {
             // Listening is enough: a plain command cannot cross TLS.
-            return Some(true);
+            return match TcpStream::connect(("127.0.0.1", self.port)) {
+                Ok(_) => Answer::Ours(None),
+                Err(_) => Answer::Nobody,
+            };
         }
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-        stream.write_all(b"INFO server\r\n").ok()?;
-        let mut reply = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(&reply);
-            // A server with a password answers NOAUTH: it is up all the same.
-            if text.starts_with("-NOAUTH") {
-                return Some(true);
-            }
-            // The whole `process_id:<pid>` line, once it has arrived.
-            let pid = text.split_once("process_id:").and_then(|(_, rest)| {
-                let (pid, _) = rest.split_once("\r\n")?;
-                pid.parse::<u32>().ok()
-            });
-            if let Some(pid) = pid {
-                return Some(Some(pid) == self.pid());
-            }
-            let n = stream.read(&mut chunk).ok().filter(|&n| n > 0)?;
-            reply.extend_from_slice(&chunk[..n]);
+        let Some(info) = engine::info_server(self.port) else {
+            return Answer::Nobody;
+        };
+        // A server with a password answers NOAUTH: it is up all the same.
+        if info.starts_with("-NOAUTH") {
+            return Answer::Ours(None);
         }
+        let pid = info
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse::<u32>().ok());
+        match pid {
+            None => Answer::Nobody,
+            Some(pid) if Some(pid) == self.pid() => Answer::Ours(Engine::from_info(&info)),
+            Some(_) => Answer::Another,
+        }
+    }
+
+    /// The software and version that answered the last start (`None` over
+    /// TLS or behind a password, where it cannot be asked).
+    pub fn engine(&self) -> Option<&Engine> {
+        self.engine.as_ref()
     }
 
     /// The server's process id, while it runs.
@@ -515,9 +541,10 @@ mod tests {
             extra: Vec::new(),
             tls: None,
             dir,
+            engine: None,
         };
         assert!(!second.spawn(), "the port answers, but not with our child");
         assert!(second.pid().is_none());
-        assert_eq!(first.answering(), Some(true));
+        assert!(matches!(first.answering(), Answer::Ours(Some(_))));
     }
 }

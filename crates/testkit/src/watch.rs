@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::workspace_root;
+use crate::harness::{cargo_command, workspace_root};
 
 /// How to get cargo-lambda, for the panic when it is missing.
 pub const HINT: &str = "cargo-lambda is required by this test: `pip install cargo-lambda` (or run `bash .ci/run`, which installs it)";
@@ -36,7 +36,10 @@ impl Watch {
         let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::write(&env_file, text).expect("env file");
         let out = std::fs::File::create(&log).expect("log file");
-        let child = Command::new("cargo")
+        // The function it builds goes to this workspace's target/debug:
+        // built with the test's cargo variables, it would leave ring and
+        // all above it to rebuild for the next `cargo test`.
+        let child = cargo_command()
             .args(["lambda", "watch", "--ignore-changes"])
             .args(["--concurrency", &concurrency.to_string()])
             .args(["--invoke-address", "127.0.0.1"])
