@@ -108,7 +108,7 @@ pub use execution::ExecutionId;
 pub use key::StoreKey;
 pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
-pub use metrics::DeferredLines;
+pub use metrics::{DeferredLines, InvocationIds};
 pub use problem::ProblemType;
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,

@@ -102,11 +102,7 @@ where
     St: IdempotencyStore,
 {
     let settings = &shared.settings;
-    let request_id = match (&shared.emf, req.lambda_context_ref()) {
-        (Some(_), Some(context)) => context.request_id.clone(),
-        _ => String::new(),
-    };
-    let mut tally = Tally::new(shared, request_id);
+    let mut tally = Tally::new(shared, &req);
     if !settings.covers(req.method()) {
         let response = tally.time(run_handler(inner, req)).await;
         return tally.finish_handled(Outcome::Passthrough, None, response);
