@@ -117,17 +117,21 @@ where
         );
     }
     let key = match IdempotencyKey::from_headers(req.headers()) {
-        Ok(Some(key)) => key,
-        Ok(None) if !settings.key_required => {
-            tracing::warn!("no Idempotency-Key header: running the request without protection");
-            let response = tally.time(run_handler(inner, req)).await;
-            return tally.finish_handled(Outcome::Unprotected, None, response);
+        Ok(None) if settings.key_required => {
+            return tally.reject(KeyError::Missing.into(), Outcome::MissingKey, None)
         }
-        Ok(None) => return tally.reject(KeyError::Missing.into(), Outcome::MissingKey, None),
+        Ok(key) => key,
         Err(e) => return tally.reject(e.into(), Outcome::InvalidKey, None),
     };
+    // Before any handler runs, with a key or without: an unidentified
+    // caller is refused on every path.
     let Some(scope) = shared.scope.scope(&req) else {
         return tally.reject(IdempotencyError::Unidentified, Outcome::Unidentified, None);
+    };
+    let Some(key) = key else {
+        tracing::warn!("no Idempotency-Key header: running the request without protection");
+        let response = tally.time(run_handler(inner, req)).await;
+        return tally.finish_handled(Outcome::Unprotected, None, response);
     };
     let claimant = claimant(&req, &settings.key_prefix, &scope, &key);
     claim_and_run(inner, shared, tally, req, claimant).await

@@ -50,7 +50,8 @@ impl OrderId {
 
 /// Request extension: who is asking, as an opaque string (a hash of the
 /// caller's identity, say). An order remembers its creator's `Owner`, and
-/// is shown only to the same `Owner`.
+/// is shown only to the same `Owner`: an order created without one, and a
+/// request without one, match no one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner(String);
 
@@ -260,8 +261,9 @@ where
 }
 
 /// Handles `GET /orders/{id}` for `asker`: `200` with the order, or `404`
-/// when there is none, or it belongs to someone else (not `403`: that
-/// would tell a stranger the order exists).
+/// when there is none, or it belongs to someone else, or to no one, or
+/// `asker` is no one (not `403`: that would tell a stranger the order
+/// exists).
 pub async fn get_order<C>(
     repo: &OrderRepo<C>,
     id: &str,
@@ -276,7 +278,9 @@ where
         return OrderError::NotFound.into_response(type_base);
     }
     match repo.get(id).await {
-        Ok(Some((order, owner))) if owner.as_deref() == asker.map(|a| a.0.as_str()) => {
+        // Both must be someone: an order without an owner (or a request
+        // without one) is no one's to see.
+        Ok(Some((order, Some(owner)))) if asker.is_some_and(|a| a.0 == owner) => {
             json_response(StatusCode::OK, &OrderBody::from(&order))
         }
         Ok(_) => OrderError::NotFound.into_response(type_base),

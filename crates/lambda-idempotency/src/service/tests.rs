@@ -406,6 +406,31 @@ async fn an_optional_key_lets_keyless_requests_run_unprotected_and_records_nothi
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_optional_key_does_not_let_a_caller_without_identity_run_the_handler() {
+    let memory = store();
+    let settings = Settings {
+        key_required: false,
+        ..Settings::default()
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let strict = IdempotencyLayer::builder(SharedStore::new(Arc::clone(&memory)))
+        .settings(settings)
+        .build()
+        .layer(service_fn(move |_req: Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Error>(created(1)) }
+        }));
+    for req in [request(None, "{}"), keyed("k")] {
+        let refused = send(&strict, req).await;
+        assert_eq!(refused.status(), 403);
+        assert!(problem_type(&refused).ends_with("caller-unidentified"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(memory.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn methods_outside_the_configured_set_pass_straight_through() {
     let memory = store();
     let (svc, seen) = layered(
