@@ -366,6 +366,20 @@ mod tests {
     }
 
     #[test]
+    fn an_http_api_payload_1_0_event_is_read_as_the_rest_shape_it_is() {
+        // `"version": "1.0"` and REST's members: lambda_http reads it as a
+        // REST event, and so does the loop, identity containers included.
+        let event = testkit::fixtures::event_bytes("http_api_1_0_post_order.json");
+        assert!(!says_version_2(&event));
+        let Some(LambdaRequest::ApiGatewayV1(request)) = parse(&event) else {
+            panic!("not read as a REST event");
+        };
+        let authorizer = &request.request_context.authorizer.fields;
+        assert!(authorizer["claims"].is_null() && authorizer["scopes"].is_null());
+        assert_eq!(shape(parse(&event)), lambda_http(&event));
+    }
+
+    #[test]
     fn a_version_2_event_that_is_not_an_http_api_event_still_goes_through_lambda_http() {
         // Claims 2.0 but lacks requestContext: neither shape parses it.
         assert!(parse(br#"{"version":"2.0"}"#).is_none());

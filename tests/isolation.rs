@@ -350,3 +350,104 @@ async fn an_order_stored_without_an_owner_is_shown_to_no_one() {
         assert_eq!(status, 404, "{who:?}: {answer}");
     }
 }
+
+#[tokio::test]
+async fn http_api_payload_1_0_events_identify_their_callers_as_rest_events_do() {
+    let redis = RedisServer::start();
+    let anonymous = app_with(&redis, &[]);
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    // AWS's documented 1.0 event for a route without an authorizer:
+    // `"authorizer": {"claims": null, "scopes": null}`.
+    let documented = event_json("http_api_1_0_post_order.json");
+    let (status, first) = invoke(&anonymous, &documented).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = invoke(&anonymous, &documented).await;
+    assert_eq!(status, 201);
+    assert!(again["replayed"].as_bool().unwrap(), "{again}");
+    let (status, refused) = invoke(&strict, &documented).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(problem(&refused), "caller-unidentified");
+
+    // An IAM caller in that shape.
+    let mut iam = documented.clone();
+    iam["requestContext"]["identity"]["userArn"] = "arn:aws:iam::123456789012:user/alice".into();
+    let (status, by_iam) = invoke(&strict, &iam).await;
+    assert_eq!(status, 201, "{by_iam}");
+    // A JWT authorizer in payload 1.0: the claims beside null scopes.
+    let jwt = |sub: &str| {
+        let mut event = documented.clone();
+        event["requestContext"]["authorizer"]["claims"] =
+            json!({ "iss": "https://i.example", "sub": sub });
+        event
+    };
+    let (_, alice) = invoke(&strict, &jwt("alice")).await;
+    let (_, bob) = invoke(&strict, &jwt("bob")).await;
+    let ids = [&first, &by_iam, &alice, &bob].map(order_id);
+    let mut distinct = ids.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "four callers, four orders: {ids:?}");
+    assert_eq!(redis.orders(), 4);
+}
+
+#[tokio::test]
+async fn null_or_empty_authorizers_in_http_api_and_function_url_events_are_no_identity() {
+    let redis = RedisServer::start();
+    let anonymous = app_with(&redis, &[]);
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    let authorizers = [
+        json!(null),
+        json!({}),
+        json!({ "jwt": null }),
+        json!({ "jwt": { "claims": null, "scopes": null } }),
+        json!({ "jwt": { "claims": {}, "scopes": [] } }),
+        json!({ "lambda": null }),
+        json!({ "lambda": {} }),
+        json!({ "iam": null }),
+        json!({ "iam": { "userArn": null } }),
+    ];
+    for (n, authorizer) in authorizers.into_iter().enumerate() {
+        let key = format!("k-null-{n}");
+        let mut url = function_url(&key);
+        url["requestContext"]["authorizer"] = authorizer.clone();
+        for event in [v2(&key, Some(authorizer.clone())), url] {
+            let (status, answer) = invoke(&anonymous, &event).await;
+            assert_eq!(status, 201, "{authorizer}: {answer}");
+            let (status, answer) = invoke(&strict, &event).await;
+            assert_eq!(status, 403, "{authorizer}: {answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn nulls_lambda_http_cannot_read_are_refused_with_400_and_store_nothing() {
+    // API Gateway never sends these (`identity` is always an object, claim
+    // and `amr` values always strings): lambda_http refuses the whole
+    // event, and the entry point answers 400 rather than failing.
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let mut rest = v1("Idempotency-Key", &["k-null-identity"]);
+    rest["requestContext"]["identity"] = Value::Null;
+    let claim = v2(
+        "k-null-claim",
+        Some(json!({ "jwt": { "claims": { "sub": null }, "scopes": null } })),
+    );
+    let amr = v2(
+        "k-null-amr",
+        Some(
+            json!({ "iam": { "userArn": "arn:aws:iam::1:user/x", "cognitoIdentity": { "amr": null } } }),
+        ),
+    );
+    for event in [rest, claim, amr] {
+        let (status, answer) = invoke(&app, &event).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(problem(&answer), "invalid-request");
+    }
+    assert_eq!((redis.orders(), redis.count("idempotency:*")), (0, 0));
+}
