@@ -4,7 +4,10 @@
 //!
 //! [`CallerScope`] is the pluggable part; [`ApiGatewayScope`] is the
 //! default, reading every identity API Gateway can deliver, in a
-//! configurable order:
+//! configurable order. Whichever is used, a request in a Lambda tenant
+//! (tenant isolation mode) is scoped within its tenant ([`caller_scope`]).
+//!
+//! The sources of [`ApiGatewayScope`]:
 //!
 //! | source | where it is read | scope |
 //! |---|---|---|
@@ -65,6 +68,29 @@ where
 {
     fn scope(&self, req: &Request) -> Option<String> {
         self(req)
+    }
+}
+
+/// The scope `req`'s records live under, whatever [`CallerScope`] is in
+/// use: its answer, within the request's Lambda tenant when it has one.
+///
+/// Under Lambda's tenant isolation mode every invocation carries its
+/// tenant's id (`Context::tenant_id`, from `Lambda-Runtime-Aws-Tenant-Id`),
+/// and one caller scope (the anonymous one, or the same JWT subject) can
+/// occur in many tenants; the tenant is made part of the scope here, so
+/// that no tenant reaches another's records. Whatever a function keys by
+/// caller (say, who owns what a request created) should be keyed by this
+/// too. `None`: the caller is refused (`403`).
+pub fn caller_scope<S: CallerScope + ?Sized>(scope: &S, req: &Request) -> Option<String> {
+    let caller = scope.scope(req)?;
+    match req
+        .lambda_context_ref()
+        .and_then(|c| c.tenant_id.as_deref())
+    {
+        // Length-prefixed, so that no tenant and caller pair can imitate
+        // another.
+        Some(tenant) => Some(format!("tenant:{}:{tenant}{caller}", tenant.len())),
+        None => Some(caller),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::layer::Shared;
 use crate::outcome::{Outcome, Tally};
 use crate::record::{in_progress_payload, Record, StoredResponse};
 use crate::run::{millis, now_ms, run_handler, time_left, Lease};
+use crate::scope::caller_scope;
 use crate::store::{IdempotencyStore, StoreError};
 use crate::{OwnerToken, StoreKey};
 
@@ -125,7 +126,7 @@ where
     };
     // Before any handler runs, with a key or without: an unidentified
     // caller is refused on every path.
-    let Some(scope) = shared.scope.scope(&req) else {
+    let Some(scope) = caller_scope(&*shared.scope, &req) else {
         return tally.reject(IdempotencyError::Unidentified, Outcome::Unidentified, None);
     };
     let Some(key) = key else {

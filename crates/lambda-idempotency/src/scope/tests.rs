@@ -291,3 +291,45 @@ fn http_api_payload_1_0_callers_are_identified_like_rest_ones() {
     let principal = v1(r#","authorizer":{"principalId":"p","claims":null}"#, "");
     assert_eq!(scope(&principal).as_deref(), Some("lambda:p"));
 }
+
+/// `req` as Lambda hands it over in `tenant` (none for `None`).
+fn in_tenant(req: Request, tenant: Option<&str>) -> Request {
+    let mut context = lambda_http::Context::default();
+    context.tenant_id = tenant.map(str::to_owned);
+    req.with_lambda_context(context)
+}
+
+#[test]
+fn a_lambda_tenant_is_part_of_every_scope_a_custom_one_included() {
+    let custom = |_: &Request| Some("everyone".to_owned());
+    let anonymous: ApiGatewayScope = "anonymous".parse().unwrap();
+    let default = ApiGatewayScope::default();
+    let scopes: [(&str, &dyn CallerScope); 3] = [
+        ("custom", &custom),
+        ("anonymous", &anonymous),
+        ("default", &default),
+    ];
+    let alice = r#","authorizer":{"jwt":{"claims":{"sub":"alice","iss":"i"}}}"#;
+    for (name, scope) in scopes {
+        let in_ = |tenant| caller_scope(scope, &in_tenant(v2(alice), tenant));
+        let (a, b, none) = (in_(Some("a")), in_(Some("b")), in_(None));
+        assert!(a.is_some() && b.is_some() && none.is_some(), "{name}");
+        assert_ne!(a, b, "{name}: two tenants");
+        assert_ne!(a, none, "{name}: a tenant and none");
+        assert_eq!(a, in_(Some("a")), "{name}: one tenant");
+        assert_eq!(
+            none,
+            scope.scope(&v2(alice)),
+            "{name}: no tenant, no change"
+        );
+    }
+    // A refused caller stays refused in a tenant.
+    assert_eq!(caller_scope(&default, &in_tenant(v2(""), Some("a"))), None);
+    // No tenant and caller pair imitates another.
+    let c = |_: &Request| Some("c".to_owned());
+    let bc = |_: &Request| Some("bc".to_owned());
+    assert_ne!(
+        caller_scope(&c, &in_tenant(v2(""), Some("ab"))),
+        caller_scope(&bc, &in_tenant(v2(""), Some("a")))
+    );
+}

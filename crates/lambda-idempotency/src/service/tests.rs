@@ -431,6 +431,32 @@ async fn an_optional_key_does_not_let_a_caller_without_identity_run_the_handler(
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_custom_scope_is_kept_within_each_lambda_tenant() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let svc = IdempotencyLayer::builder(SharedStore::new(store()))
+        .scope(|_: &Request| Some("everyone".to_owned()))
+        .build()
+        .layer(service_fn(move |_req: Request| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, Error>(created(n)) }
+        }));
+    let in_tenant = |tenant: &str| {
+        let mut context = lambda_http::Context::default();
+        context.tenant_id = Some(tenant.to_owned());
+        lambda_http::RequestExt::with_lambda_context(keyed("k"), context)
+    };
+    let a = send(&svc, in_tenant("a")).await;
+    let b = send(&svc, in_tenant("b")).await;
+    let a_again = send(&svc, in_tenant("a")).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (201, 201));
+    assert!(!replayed(&b), "another tenant's key is not replayed");
+    assert!(replayed(&a_again));
+    assert_eq!(a_again.body(), a.body());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn methods_outside_the_configured_set_pass_straight_through() {
     let memory = store();
     let (svc, seen) = layered(
