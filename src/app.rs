@@ -17,7 +17,7 @@ use lambda_http::tower::{Layer, Service, ServiceExt};
 use lambda_http::{Body, Request, Response};
 use lambda_idempotency::{caller_scope, ApiGatewayScope};
 use lambda_idempotency::{
-    route_path, ConnectError, DefaultStoreRule, DeferredLines, ExecutionId, Idempotency,
+    route_path, ConfigError, DefaultStoreRule, DeferredLines, ExecutionId, Idempotency,
     IdempotencyLayer, RedisConnection, RedisStore, StoreRule,
 };
 use orders::{get_order, CreateOrder, OrderId, OrderRepo, Owner, Problem, Rejected};
@@ -153,21 +153,19 @@ impl App {
 
     /// The function from `config`: a lazy Redis connection (start-up
     /// succeeds while Redis is down) and the layer, writing each line at
-    /// once.
-    pub fn from_config(config: &Config) -> Result<Self, ConnectError> {
+    /// once. A URL or CA bundle the client cannot use is an error naming
+    /// its variable.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         Self::open(config, None)
     }
 
     /// [`App::from_config`], holding the lines in `lines` until the
     /// runtime flushes them after each response: how `main` builds it.
-    pub fn with_deferred_lines(
-        config: &Config,
-        lines: DeferredLines,
-    ) -> Result<Self, ConnectError> {
+    pub fn with_deferred_lines(config: &Config, lines: DeferredLines) -> Result<Self, ConfigError> {
         Self::open(config, Some(lines))
     }
 
-    fn open(config: &Config, deferred: Option<DeferredLines>) -> Result<Self, ConnectError> {
+    fn open(config: &Config, deferred: Option<DeferredLines>) -> Result<Self, ConfigError> {
         let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
         Ok(Self::new(store, config, deferred))
     }

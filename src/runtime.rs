@@ -105,7 +105,9 @@ fn runtime_api() -> Result<lambda_http::http::Uri, Error> {
         .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: run the function in Lambda or under `cargo lambda watch`")?;
     // As lambda_runtime reads it: `host:port` (Lambda) or a URL with a
     // path (`cargo lambda watch`).
-    Ok(address.parse()?)
+    address
+        .parse()
+        .map_err(|e| format!("AWS_LAMBDA_RUNTIME_API is not a host:port or URL ({e})").into())
 }
 
 /// The function's configuration, as `lambda_runtime`'s `Config::from_env`
