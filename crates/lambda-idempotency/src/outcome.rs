@@ -133,7 +133,12 @@ impl<'a, St> Tally<'a, St> {
             Ok(response) => self.finish(outcome, key, response),
             Err(failure) => {
                 tracing::error!(error = %failure, "handler failed; answering 500");
-                self.reject(IdempotencyError::Handler, Outcome::HandlerFailed, key)
+                let keyed = key.is_some();
+                self.reject(
+                    IdempotencyError::Handler { keyed },
+                    Outcome::HandlerFailed,
+                    key,
+                )
             }
         }
     }

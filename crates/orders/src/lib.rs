@@ -140,9 +140,17 @@ pub enum OrderError {
     /// No order has this id.
     #[error("no order with this id")]
     NotFound,
-    /// Redis failed; the client may retry.
+    /// Redis failed while the order was being written; the client may
+    /// retry.
     #[error(transparent)]
     Store(#[from] RepoError),
+    /// Redis failed while writing an order its request did not name (no
+    /// [`OrderId`]): a retry would be a new order.
+    #[error(transparent)]
+    StoreUnnamed(RepoError),
+    /// Redis failed while an order was being read; the client may retry.
+    #[error(transparent)]
+    StoreRead(RepoError),
 }
 
 impl OrderError {
@@ -155,7 +163,7 @@ impl OrderError {
             Self::Input(OrderInputError::Invalid(_)) => INVALID_ORDER,
             Self::Conflict => ORDER_CONFLICT,
             Self::NotFound => ORDER_NOT_FOUND,
-            Self::Store(_) => ORDER_STORE_UNAVAILABLE,
+            Self::Store(_) | Self::StoreUnnamed(_) | Self::StoreRead(_) => ORDER_STORE_UNAVAILABLE,
         }
     }
 
@@ -170,15 +178,30 @@ impl OrderError {
                  to get its result.",
             )
             .with_retry_after(1),
+            Self::StoreUnnamed(_) => Problem::new(
+                kind,
+                "The order may not have been saved. This request carried no Idempotency-Key, \
+                 so a retry of it may create a second order.",
+            )
+            .with_retry_after(1),
+            // A read saves nothing and carries no key.
+            Self::StoreRead(_) => Problem::new(
+                kind,
+                "The order could not be read. Retry the same request after Retry-After.",
+            )
+            .with_retry_after(1),
             _ => Problem::new(kind, self.to_string()),
         }
     }
 
     fn into_response(self, type_base: &str) -> Response<Body> {
-        if let Self::Store(cause) = &self {
+        if let Self::Store(cause) | Self::StoreUnnamed(cause) | Self::StoreRead(cause) = &self {
             tracing::error!(error = %cause, "order store failed");
         }
-        let refused_before_writing = !matches!(self, Self::Store(_) | Self::NotFound);
+        let refused_before_writing = !matches!(
+            self,
+            Self::Store(_) | Self::StoreUnnamed(_) | Self::StoreRead(_) | Self::NotFound
+        );
         let mut response = self.to_problem().into_response(type_base);
         if refused_before_writing {
             response.extensions_mut().insert(Rejected);
@@ -247,13 +270,18 @@ where
         return Err(OrderError::UnsupportedMediaType);
     }
     let new = NewOrder::try_from(req.body().as_ref())?;
-    let id = req
-        .extensions()
-        .get::<OrderId>()
-        .map_or_else(uuid::Uuid::now_v7, |id| id.0);
+    let named = req.extensions().get::<OrderId>();
+    let id = named.map_or_else(uuid::Uuid::now_v7, |id| id.0);
     let order = Order::new(id.to_string(), new.clone());
     let owner = req.extensions().get::<Owner>().map(|o| o.0.as_str());
-    match repo.insert_once(&order, owner).await? {
+    let inserted = repo
+        .insert_once(&order, owner)
+        .await
+        .map_err(|e| match named {
+            Some(_) => OrderError::Store(e),
+            None => OrderError::StoreUnnamed(e),
+        });
+    match inserted? {
         None => Ok(created(&order)),
         Some(existing) if existing.matches(&new) => Ok(created(&existing)),
         Some(_) => Err(OrderError::Conflict),
@@ -284,7 +312,7 @@ where
             json_response(StatusCode::OK, &OrderBody::from(&order))
         }
         Ok(_) => OrderError::NotFound.into_response(type_base),
-        Err(e) => OrderError::Store(e).into_response(type_base),
+        Err(e) => OrderError::StoreRead(e).into_response(type_base),
     }
 }
 
@@ -363,6 +391,8 @@ mod tests {
             OrderError::Conflict,
             OrderError::NotFound,
             OrderError::Store(RepoError::Timeout(std::time::Duration::ZERO)),
+            OrderError::StoreUnnamed(RepoError::Timeout(std::time::Duration::ZERO)),
+            OrderError::StoreRead(RepoError::Timeout(std::time::Duration::ZERO)),
         ];
         for error in &errors {
             match error {
@@ -372,7 +402,9 @@ mod tests {
                 | OrderError::Input(OrderInputError::Invalid(_))
                 | OrderError::Conflict
                 | OrderError::NotFound
-                | OrderError::Store(_) => {}
+                | OrderError::Store(_)
+                | OrderError::StoreUnnamed(_)
+                | OrderError::StoreRead(_) => {}
             }
         }
         errors

@@ -457,6 +457,33 @@ async fn a_custom_scope_is_kept_within_each_lambda_tenant() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_failed_request_without_a_key_is_not_told_to_retry_with_its_key() {
+    let settings = Settings {
+        key_required: false,
+        ..Settings::default()
+    };
+    let (svc, _) = layered(store(), settings, Duration::ZERO, |_| panic!("handler bug"));
+    let detail = |response: &Response<Body>| {
+        let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        json["detail"].as_str().unwrap().to_owned()
+    };
+    let unkeyed = send(&svc, request(None, "{}")).await;
+    assert_eq!(unkeyed.status(), 500);
+    assert!(problem_type(&unkeyed).ends_with("handler-failed"));
+    assert!(
+        !detail(&unkeyed).contains("Idempotency-Key"),
+        "{}",
+        detail(&unkeyed)
+    );
+    let keyed = send(&svc, keyed("k")).await;
+    assert!(
+        detail(&keyed).contains("same Idempotency-Key"),
+        "{}",
+        detail(&keyed)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn methods_outside_the_configured_set_pass_straight_through() {
     let memory = store();
     let (svc, seen) = layered(
