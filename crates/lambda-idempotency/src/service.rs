@@ -287,7 +287,7 @@ async fn settle<St: IdempotencyStore>(
         // and could vanish in a failover. Answer nothing a failover could
         // contradict.
         Err(e) if unconfirmed(&shared.store, &e) => {
-            let error = unavailable(&shared.settings, &c.key, e);
+            let error = not_confirmed(&shared.settings, &c.key, e);
             tally.reject(error, Outcome::CompletionFailed, Some(&c.key))
         }
         Err(error) => {
@@ -313,12 +313,37 @@ fn unconfirmed<St: IdempotencyStore>(store: &St, failure: &StoreFailure) -> bool
         )
 }
 
+/// The `503` when the store failed before the handler, which did not run.
 fn unavailable(
     settings: &crate::Settings,
     key: &StoreKey,
     source: StoreFailure,
 ) -> IdempotencyError {
-    tracing::error!(key_hash = key.hash(), error = %source, "idempotency store failed; the handler's result is not relied on");
+    const WHAT: &str =
+        "the idempotency store failed before the handler: the handler did not run; answering 503";
+    store_unavailable(settings, key, source, WHAT)
+}
+
+/// The `503` when the handler ran but its completion was not confirmed:
+/// its response is not sent.
+fn not_confirmed(
+    settings: &crate::Settings,
+    key: &StoreKey,
+    source: StoreFailure,
+) -> IdempotencyError {
+    const WHAT: &str = "the handler ran, but its idempotency record could not be confirmed: its \
+        response is not sent; answering 503 (a retry replays the record or runs the handler again)";
+    store_unavailable(settings, key, source, WHAT)
+}
+
+/// The `503` for a store failure, logged as `what` happened.
+fn store_unavailable(
+    settings: &crate::Settings,
+    key: &StoreKey,
+    source: StoreFailure,
+    what: &str,
+) -> IdempotencyError {
+    tracing::error!(key_hash = key.hash(), error = %source, "{what}");
     IdempotencyError::StoreUnavailable {
         retry_after_secs: settings.unavailable_retry_after.as_secs().max(1),
         source,
