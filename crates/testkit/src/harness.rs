@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use event::{clf_time, order_event, v2_event};
+pub use event::{as_function_url_event, as_rest_event, clf_time, order_event, v2_event};
 pub use outcome::{base64_decode, ApiResponse, Outcome};
 pub use runtime_api::{trace_id, Fault};
 use runtime_api::{Endpoint, Finished, Status};
