@@ -15,11 +15,11 @@ use std::task::{Context, Poll};
 use lambda_http::http::Method;
 use lambda_http::tower::{Layer, Service, ServiceExt};
 use lambda_http::{Body, Request, Response};
+use lambda_idempotency::{caller_scope, ApiGatewayScope};
 use lambda_idempotency::{
-    route_path, ConnectError, DefaultStoreRule, DeferredLines, ExecutionId, Idempotency,
+    route_path, ConfigError, DefaultStoreRule, DeferredLines, ExecutionId, Idempotency,
     IdempotencyLayer, RedisConnection, RedisStore, StoreRule,
 };
-use lambda_idempotency::{ApiGatewayScope, CallerScope};
 use orders::{get_order, CreateOrder, OrderId, OrderRepo, Owner, Problem, Rejected};
 use sha2::{Digest, Sha256};
 
@@ -96,12 +96,13 @@ impl<S: Service<Request>> Service<Request> for Attach<S> {
     }
 }
 
-/// Whose orders a request may create and read: the caller's scope (the one
-/// its idempotency keys live under), hashed so that no identity is stored
-/// with the order.
+/// Whose orders a request may create and read: the caller's scope, within
+/// its Lambda tenant if any (the one its idempotency keys live under, by
+/// the layer's own rule), hashed so that no identity is stored with the
+/// order.
 fn owner(scope: &ApiGatewayScope, req: &Request) -> Option<Owner> {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(scope.scope(req)?.as_bytes());
+    let digest = Sha256::digest(caller_scope(scope, req)?.as_bytes());
     let mut hex = String::with_capacity(2 * digest.len());
     for byte in digest {
         hex.push(char::from(DIGITS[usize::from(byte >> 4)]));
@@ -152,21 +153,19 @@ impl App {
 
     /// The function from `config`: a lazy Redis connection (start-up
     /// succeeds while Redis is down) and the layer, writing each line at
-    /// once.
-    pub fn from_config(config: &Config) -> Result<Self, ConnectError> {
+    /// once. A URL or CA bundle the client cannot use is an error naming
+    /// its variable.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
         Self::open(config, None)
     }
 
     /// [`App::from_config`], holding the lines in `lines` until the
     /// runtime flushes them after each response: how `main` builds it.
-    pub fn with_deferred_lines(
-        config: &Config,
-        lines: DeferredLines,
-    ) -> Result<Self, ConnectError> {
+    pub fn with_deferred_lines(config: &Config, lines: DeferredLines) -> Result<Self, ConfigError> {
         Self::open(config, Some(lines))
     }
 
-    fn open(config: &Config, deferred: Option<DeferredLines>) -> Result<Self, ConnectError> {
+    fn open(config: &Config, deferred: Option<DeferredLines>) -> Result<Self, ConfigError> {
         let store = RedisStore::open(&config.redis_url, config.redis.clone())?;
         Ok(Self::new(store, config, deferred))
     }

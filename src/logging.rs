@@ -29,6 +29,7 @@ use lambda_http::tracing::subscriber::filter::{EnvFilter, LevelFilter};
 use lambda_http::tracing::subscriber::fmt::format::Writer;
 use lambda_http::tracing::subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use lambda_http::tracing::subscriber::registry::LookupSpan;
+use lambda_idempotency::InvocationIds;
 use tokio::task::futures::TaskLocalFuture;
 use tracing::{Event, Subscriber};
 
@@ -38,38 +39,20 @@ tokio::task_local! {
 }
 
 /// What a log line says of the invocation it was written in: the
-/// properties `lambda_runtime`'s span carried.
-pub struct Invocation {
-    request_id: String,
-    xray_trace_id: Option<String>,
-    tenant_id: Option<String>,
-}
+/// properties `lambda_runtime`'s span carried, as the layer's own
+/// log-and-metric line carries them too.
+pub struct Invocation(InvocationIds);
 
 impl Invocation {
     /// The ids of the invocation `context` describes.
     pub fn of(context: &Context) -> Arc<Self> {
-        Arc::new(Self {
-            request_id: context.request_id.clone(),
-            xray_trace_id: context.xray_trace_id.clone(),
-            tenant_id: context.tenant_id.clone(),
-        })
+        Arc::new(Self(InvocationIds::of(context)))
     }
 
     /// Runs `future` with these ids in a task-local (`INVOCATION`), for
     /// every line written while it is polled.
     pub fn scope<F: Future>(self: Arc<Self>, future: F) -> TaskLocalFuture<Arc<Self>, F> {
         INVOCATION.scope(self, future)
-    }
-
-    /// The JSON properties, in order; absent ones left out.
-    fn properties(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("requestId", Some(self.request_id.as_str())),
-            ("xrayTraceId", self.xray_trace_id.as_deref()),
-            ("tenantId", self.tenant_id.as_deref()),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| Some((name, value?)))
     }
 }
 
@@ -132,13 +115,13 @@ where
             return self.inner.format_event(ctx, writer, event);
         };
         if !self.json {
-            write!(writer, "{} ", invocation.request_id)?;
+            write!(writer, "{} ", invocation.0.request_id())?;
             return self.inner.format_event(ctx, writer, event);
         }
         let mut line = String::new();
         self.inner
             .format_event(ctx, Writer::new(&mut line), event)?;
-        writer.write_str(&with_properties(&line, invocation.properties()))
+        writer.write_str(&with_properties(&line, invocation.0.properties()))
     }
 }
 
@@ -185,12 +168,11 @@ mod tests {
 
     #[test]
     fn absent_ids_are_left_out_and_an_empty_object_gets_no_leading_comma() {
-        let invocation = Invocation {
-            request_id: "r".to_owned(),
-            xray_trace_id: None,
-            tenant_id: Some("t".to_owned()),
-        };
-        let line = with_properties("{}\n", invocation.properties());
+        let mut context = Context::default();
+        context.request_id = "r".to_owned();
+        context.tenant_id = Some("t".to_owned());
+        let ids = InvocationIds::of(&context);
+        let line = with_properties("{}\n", ids.properties());
         assert_eq!(line, "{\"requestId\":\"r\",\"tenantId\":\"t\"}\n");
     }
 

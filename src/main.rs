@@ -13,11 +13,7 @@ use lambda_http::Error;
 use lambda_idempotency::DeferredLines;
 
 fn main() -> Result<(), Error> {
-    let concurrency = std::env::var("AWS_LAMBDA_MAX_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1)
-        .max(1);
+    let concurrency = concurrency()?;
     let runtime = if concurrency > 1 {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -28,6 +24,19 @@ fn main() -> Result<(), Error> {
             .build()?
     };
     runtime.block_on(serve(concurrency))
+}
+
+/// `AWS_LAMBDA_MAX_CONCURRENCY`, which Lambda Managed Instances set: the
+/// invocations to serve at once (unset, empty or 0: one). Anything but a
+/// whole number stops start-up, as any bad value does.
+fn concurrency() -> Result<usize, Error> {
+    match std::env::var("AWS_LAMBDA_MAX_CONCURRENCY") {
+        Ok(value) if !value.trim().is_empty() => match value.trim().parse::<usize>() {
+            Ok(n) => Ok(n.max(1)),
+            Err(_) => Err("AWS_LAMBDA_MAX_CONCURRENCY is not a whole number".into()),
+        },
+        _ => Ok(1),
+    }
 }
 
 async fn serve(concurrency: usize) -> Result<(), Error> {

@@ -105,7 +105,9 @@ fn runtime_api() -> Result<lambda_http::http::Uri, Error> {
         .map_err(|_| "AWS_LAMBDA_RUNTIME_API is not set: run the function in Lambda or under `cargo lambda watch`")?;
     // As lambda_runtime reads it: `host:port` (Lambda) or a URL with a
     // path (`cargo lambda watch`).
-    Ok(address.parse()?)
+    address
+        .parse()
+        .map_err(|e| format!("AWS_LAMBDA_RUNTIME_API is not a host:port or URL ({e})").into())
 }
 
 /// The function's configuration, as `lambda_runtime`'s `Config::from_env`
@@ -363,6 +365,20 @@ mod tests {
         assert!(says_version_2(br#"{"version" :  "2.0"}"#));
         assert!(!says_version_2(br#"{"version":"1.0","body":"version"}"#));
         assert!(!says_version_2(br#"{"version""#));
+    }
+
+    #[test]
+    fn an_http_api_payload_1_0_event_is_read_as_the_rest_shape_it_is() {
+        // `"version": "1.0"` and REST's members: lambda_http reads it as a
+        // REST event, and so does the loop, identity containers included.
+        let event = testkit::fixtures::event_bytes("http_api_1_0_post_order.json");
+        assert!(!says_version_2(&event));
+        let Some(LambdaRequest::ApiGatewayV1(request)) = parse(&event) else {
+            panic!("not read as a REST event");
+        };
+        let authorizer = &request.request_context.authorizer.fields;
+        assert!(authorizer["claims"].is_null() && authorizer["scopes"].is_null());
+        assert_eq!(shape(parse(&event)), lambda_http(&event));
     }
 
     #[test]

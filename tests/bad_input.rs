@@ -1,15 +1,39 @@
 //! Bad input, end to end: malformed requests through the release binary
 //! (Runtime API harness), each with the exact 4xx problem+json it must get,
-//! every answer small whatever the input, nothing stored.
+//! every answer small whatever the input, nothing stored. Each request is
+//! sent in every event shape it can be written in: HTTP API (payload 2.0),
+//! REST API (payload 1.0) and function URL.
+//!
+//! "Small" is measured where it is largest: with the longest
+//! `PROBLEM_TYPE_BASE` the template can set, and with input that grows
+//! most when the one excerpt an answer quotes (an unknown member's name) is
+//! escaped: characters Rust escapes as `\u{10ffff}`, control characters,
+//! quotes, 4-byte characters.
 
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::harness::{order_event as order, start_function as instances, v2_event, Outcome};
+use testkit::harness::{
+    as_function_url_event, as_rest_event, function_env, order_event as order, release_binary,
+    v2_event, Harness, Outcome,
+};
 use testkit::RedisServer;
 
 const DEADLINE: Duration = Duration::from_secs(3);
 const TEA: &str = r#"{"product":"Tea","quantity":1}"#;
+
+/// The longest problem `type` base the template sets: its
+/// `https://<api id>.execute-api.<region>.amazonaws.com/problems/` in the
+/// region with the longest name.
+const LONGEST_BASE: &str = "https://abcdefghij.execute-api.ap-southeast-3.amazonaws.com/problems/";
+
+/// Every answer is under this many bytes (its body; the README says so).
+const MAX_ANSWER_BYTES: usize = 512;
+
+/// An order whose unknown member is named by `name` (JSON text).
+fn unknown_member(name: &str) -> String {
+    format!(r#"{{"{name}":1,"product":"x","quantity":1}}"#)
+}
 
 /// A valid order event with one thing changed by `edit`.
 fn storm_event(i: usize, edit: impl FnOnce(&mut Value)) -> Value {
@@ -209,6 +233,26 @@ fn bad_inputs() -> Vec<(&'static str, Value, u16)> {
                     "k".repeat(15_000)
                 )),
             ),
+            422,
+        ),
+        (
+            "unknown member of characters escaped as \\u{10ffff}",
+            storm_event(next(), with_body(unknown_member(&"\u{10ffff}".repeat(100)))),
+            422,
+        ),
+        (
+            "unknown member of control characters",
+            storm_event(next(), with_body(unknown_member(&"\\u0001".repeat(100)))),
+            422,
+        ),
+        (
+            "unknown member of quotes and backslashes",
+            storm_event(next(), with_body(unknown_member(&"\\\"\\\\".repeat(50)))),
+            422,
+        ),
+        (
+            "unknown member of 4-byte characters",
+            storm_event(next(), with_body(unknown_member(&"😀".repeat(100)))),
             422,
         ),
         (
@@ -482,39 +526,46 @@ fn bad_inputs() -> Vec<(&'static str, Value, u16)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_malformed_requests_gets_clean_4xx_problems_and_creates_nothing() {
     let redis = RedisServer::start();
-    let lambda = instances("idempotent-orders", 1, &redis.url()).await;
+    let env = function_env(&redis.url(), &[("PROBLEM_TYPE_BASE", LONGEST_BASE)]);
+    let lambda = Harness::start(&release_binary("idempotent-orders"), vec![env]).await;
     let cases = bad_inputs();
     assert!(cases.len() >= 60, "{} cases", cases.len());
     let mut failures = Vec::new();
-    for (name, event, expected) in &cases {
-        let outcome = lambda.invoke(0, event, DEADLINE).await;
-        let Outcome::Response { response, .. } = &outcome else {
-            failures.push(format!("{name}: {outcome:?}"));
-            continue;
-        };
-        let problem = response.json();
-        let well_formed = response.header("content-type") == Some("application/problem+json")
-            && problem["status"] == *expected
-            && ["type", "title", "detail"]
-                .iter()
-                .all(|f| problem[f].is_string());
-        // Small whatever the input: the detail never echoes more than a
-        // short excerpt of it.
-        let small = response.body.len() < 512;
-        if response.status != *expected || !well_formed || !small {
-            failures.push(format!(
-                "{name}: expected {expected}, got {} {}",
-                response.status,
-                String::from_utf8_lossy(&response.body)
-            ));
+    let mut sent = 0;
+    let mut largest = (0, String::new());
+    for (name, v2, expected) in &cases {
+        let shapes = [
+            ("HTTP API", Some(v2.clone())),
+            ("REST", as_rest_event(v2)),
+            ("function URL", as_function_url_event(v2)),
+        ];
+        for (shape, event) in shapes {
+            let Some(event) = event else { continue };
+            sent += 1;
+            let name = format!("{name} ({shape})");
+            check(
+                &lambda,
+                &name,
+                &event,
+                *expected,
+                &mut failures,
+                &mut largest,
+            )
+            .await;
         }
     }
+    println!(
+        "{} cases, {sent} requests; the largest answer: {} bytes ({})",
+        cases.len(),
+        largest.0,
+        largest.1
+    );
+    assert!(sent > 2 * cases.len(), "{sent} requests");
     assert!(lambda.is_alive(0), "{}", lambda.logs(0));
     assert!(
         failures.is_empty(),
-        "{} of {} cases failed:\n{}",
+        "{} of {sent} requests failed:\n{}",
         failures.len(),
-        cases.len(),
         failures.join("\n")
     );
     assert_eq!(redis.orders(), 0, "no malformed request created an order");
@@ -523,4 +574,43 @@ async fn a_storm_of_malformed_requests_gets_clean_4xx_problems_and_creates_nothi
         0,
         "no refusal is stored: a corrected request may reuse its key"
     );
+}
+
+/// Sends `event` and notes in `failures` how its answer differs from a
+/// small, well-formed `expected` problem; keeps the largest answer seen.
+async fn check(
+    lambda: &Harness,
+    name: &str,
+    event: &Value,
+    expected: u16,
+    failures: &mut Vec<String>,
+    largest: &mut (usize, String),
+) {
+    {
+        let outcome = lambda.invoke(0, event, DEADLINE).await;
+        let Outcome::Response { response, .. } = &outcome else {
+            failures.push(format!("{name}: {outcome:?}"));
+            return;
+        };
+        let problem = response.json();
+        let well_formed = response.header("content-type") == Some("application/problem+json")
+            && problem["status"] == expected
+            && ["type", "title", "detail"]
+                .iter()
+                .all(|f| problem[f].is_string());
+        // Small whatever the input: the detail never echoes more than a
+        // short excerpt of it.
+        let small = response.body.len() < MAX_ANSWER_BYTES;
+        if response.body.len() > largest.0 {
+            *largest = (response.body.len(), name.to_owned());
+        }
+        if response.status != expected || !well_formed || !small {
+            failures.push(format!(
+                "{name}: expected {expected}, got {} ({} bytes) {}",
+                response.status,
+                response.body.len(),
+                String::from_utf8_lossy(&response.body)
+            ));
+        }
+    }
 }

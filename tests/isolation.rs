@@ -239,29 +239,215 @@ async fn a_stage_named_like_the_route_still_routes_to_the_route() {
     assert_eq!(redis.orders(), 2);
 }
 
+/// `GET /orders/{id}` as a v2 event, from the caller `authorizer` names
+/// (none for `None`).
+fn read(id: &str, authorizer: Option<Value>) -> Value {
+    let mut event = event_json("get_order_unknown.json");
+    let path = format!("/orders/{id}");
+    event["rawPath"] = path.clone().into();
+    event["requestContext"]["http"]["path"] = path.into();
+    if let Some(authorizer) = authorizer {
+        event["requestContext"]["authorizer"] = authorizer;
+    }
+    event
+}
+
+fn jwt(sub: &str) -> Value {
+    json!({ "jwt": { "claims": { "iss": "https://i.example", "sub": sub }, "scopes": [] } })
+}
+
 #[tokio::test]
 async fn an_order_is_shown_only_to_the_caller_who_created_it() {
     let redis = RedisServer::start();
     let app = app_with(&redis, &[]);
-    let jwt = |sub: &str| json!({ "jwt": { "claims": { "iss": "https://i.example", "sub": sub }, "scopes": [] } });
     let (status, created) = invoke(&app, &v2("k-owner", Some(jwt("alice")))).await;
     assert_eq!(status, 201);
     let id = order_id(&created);
-    let read = |who: Option<Value>| {
-        let mut event = event_json("get_order_unknown.json");
-        let path = format!("/orders/{id}");
-        event["rawPath"] = path.clone().into();
-        event["requestContext"]["http"]["path"] = path.into();
-        if let Some(authorizer) = who {
-            event["requestContext"]["authorizer"] = authorizer;
-        }
-        event
-    };
-    let (mine, order) = invoke(&app, &read(Some(jwt("alice")))).await;
+    let (mine, order) = invoke(&app, &read(&id, Some(jwt("alice")))).await;
     assert_eq!(mine, 200);
     assert_eq!(order["body"], created["body"]["order"]);
-    let (theirs, refused) = invoke(&app, &read(Some(jwt("bob")))).await;
+    let (theirs, refused) = invoke(&app, &read(&id, Some(jwt("bob")))).await;
     assert_eq!(theirs, 404, "another caller is told nothing: {refused}");
-    let (anonymous, _) = invoke(&app, &read(None)).await;
+    let (anonymous, _) = invoke(&app, &read(&id, None)).await;
     assert_eq!(anonymous, 404);
+}
+
+/// The v2 order fixture without an `Idempotency-Key`, from `authorizer`.
+fn unkeyed(authorizer: Option<Value>) -> Value {
+    let mut event = v2("-", authorizer);
+    event["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    event
+}
+
+#[tokio::test]
+async fn without_a_required_key_a_caller_without_identity_is_still_refused() {
+    let redis = RedisServer::start();
+    let strict = [
+        ("IDEMPOTENCY_KEY_REQUIRED", "false"),
+        ("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key"),
+    ];
+    let app = app_with(&redis, &strict);
+    for event in [unkeyed(None), function_url_unkeyed()] {
+        let (status, refused) = invoke(&app, &event).await;
+        assert_eq!(status, 403, "{refused}");
+        assert_eq!(problem(&refused), "caller-unidentified");
+    }
+    assert_eq!((redis.orders(), redis.count("idempotency:*")), (0, 0));
+
+    // A caller with an identity runs unprotected, and owns its order.
+    let (status, created) = invoke(&app, &unkeyed(Some(jwt("alice")))).await;
+    assert_eq!(status, 201, "{created}");
+    let id = order_id(&created);
+    assert_eq!(invoke(&app, &read(&id, Some(jwt("alice")))).await.0, 200);
+    assert_eq!(invoke(&app, &read(&id, Some(jwt("bob")))).await.0, 404);
+    assert_eq!(invoke(&app, &read(&id, None)).await.0, 404);
+}
+
+fn function_url_unkeyed() -> Value {
+    let mut event = unkeyed(None);
+    event["requestContext"]["domainName"] = "a1b2c3.lambda-url.eu-west-1.on.aws".into();
+    event
+}
+
+#[tokio::test]
+async fn without_a_required_key_anonymous_callers_share_one_scope_only_when_it_is_listed() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[("IDEMPOTENCY_KEY_REQUIRED", "false")]);
+    let (status, created) = invoke(&app, &unkeyed(None)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = order_id(&created);
+    // The shared anonymous scope, as for a keyed request.
+    assert_eq!(invoke(&app, &read(&id, None)).await.0, 200);
+    assert_eq!(invoke(&app, &read(&id, Some(jwt("bob")))).await.0, 404);
+}
+
+#[tokio::test]
+async fn an_order_stored_without_an_owner_is_shown_to_no_one() {
+    let redis = RedisServer::start();
+    let id = "0190a6d2-7b7e-7c3a-9f1e-2d3c4b5a6978";
+    let ownerless = json!({
+        "id": id, "product": "Tea", "quantity": 1, "created_at": "2026-01-01T00:00:00.000Z"
+    });
+    let _: () = redis::cmd("SET")
+        .arg(format!("orders:{id}"))
+        .arg(ownerless.to_string())
+        .query(&mut redis.conn())
+        .unwrap();
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    let anonymous = app_with(&redis, &[]);
+    for (app, who) in [
+        (&strict, None),
+        (&strict, Some(jwt("alice"))),
+        (&anonymous, None),
+    ] {
+        let (status, answer) = invoke(app, &read(id, who.clone())).await;
+        assert_eq!(status, 404, "{who:?}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn http_api_payload_1_0_events_identify_their_callers_as_rest_events_do() {
+    let redis = RedisServer::start();
+    let anonymous = app_with(&redis, &[]);
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    // AWS's documented 1.0 event for a route without an authorizer:
+    // `"authorizer": {"claims": null, "scopes": null}`.
+    let documented = event_json("http_api_1_0_post_order.json");
+    let (status, first) = invoke(&anonymous, &documented).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = invoke(&anonymous, &documented).await;
+    assert_eq!(status, 201);
+    assert!(again["replayed"].as_bool().unwrap(), "{again}");
+    let (status, refused) = invoke(&strict, &documented).await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(problem(&refused), "caller-unidentified");
+
+    // An IAM caller in that shape.
+    let mut iam = documented.clone();
+    iam["requestContext"]["identity"]["userArn"] = "arn:aws:iam::123456789012:user/alice".into();
+    let (status, by_iam) = invoke(&strict, &iam).await;
+    assert_eq!(status, 201, "{by_iam}");
+    // A JWT authorizer in payload 1.0: the claims beside null scopes.
+    let jwt = |sub: &str| {
+        let mut event = documented.clone();
+        event["requestContext"]["authorizer"]["claims"] =
+            json!({ "iss": "https://i.example", "sub": sub });
+        event
+    };
+    let (_, alice) = invoke(&strict, &jwt("alice")).await;
+    let (_, bob) = invoke(&strict, &jwt("bob")).await;
+    let ids = [&first, &by_iam, &alice, &bob].map(order_id);
+    let mut distinct = ids.to_vec();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "four callers, four orders: {ids:?}");
+    assert_eq!(redis.orders(), 4);
+}
+
+#[tokio::test]
+async fn null_or_empty_authorizers_in_http_api_and_function_url_events_are_no_identity() {
+    let redis = RedisServer::start();
+    let anonymous = app_with(&redis, &[]);
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    let authorizers = [
+        json!(null),
+        json!({}),
+        json!({ "jwt": null }),
+        json!({ "jwt": { "claims": null, "scopes": null } }),
+        json!({ "jwt": { "claims": {}, "scopes": [] } }),
+        json!({ "lambda": null }),
+        json!({ "lambda": {} }),
+        json!({ "iam": null }),
+        json!({ "iam": { "userArn": null } }),
+    ];
+    for (n, authorizer) in authorizers.into_iter().enumerate() {
+        let key = format!("k-null-{n}");
+        let mut url = function_url(&key);
+        url["requestContext"]["authorizer"] = authorizer.clone();
+        for event in [v2(&key, Some(authorizer.clone())), url] {
+            let (status, answer) = invoke(&anonymous, &event).await;
+            assert_eq!(status, 201, "{authorizer}: {answer}");
+            let (status, answer) = invoke(&strict, &event).await;
+            assert_eq!(status, 403, "{authorizer}: {answer}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn nulls_lambda_http_cannot_read_are_refused_with_400_and_store_nothing() {
+    // API Gateway never sends these (`identity` is always an object, claim
+    // and `amr` values always strings): lambda_http refuses the whole
+    // event, and the entry point answers 400 rather than failing.
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[]);
+    let mut rest = v1("Idempotency-Key", &["k-null-identity"]);
+    rest["requestContext"]["identity"] = Value::Null;
+    let claim = v2(
+        "k-null-claim",
+        Some(json!({ "jwt": { "claims": { "sub": null }, "scopes": null } })),
+    );
+    let amr = v2(
+        "k-null-amr",
+        Some(
+            json!({ "iam": { "userArn": "arn:aws:iam::1:user/x", "cognitoIdentity": { "amr": null } } }),
+        ),
+    );
+    for event in [rest, claim, amr] {
+        let (status, answer) = invoke(&app, &event).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(problem(&answer), "invalid-request");
+    }
+    assert_eq!((redis.orders(), redis.count("idempotency:*")), (0, 0));
 }

@@ -7,9 +7,11 @@
 //! under its own ids, and the process serves on.
 //!
 //! The harness hands each invocation its own request id and X-Ray trace id
-//! (`testkit::harness::trace_id`), so a line can be checked against the
-//! invocation whose response it describes: same request id, same status,
-//! same key.
+//! (`testkit::harness::trace_id`), and each request with a key a Lambda
+//! tenant id of its own (as under tenant isolation mode; requests without
+//! a key get none), so a line can be checked against the invocation whose
+//! response it describes: same request id, trace id and tenant id, same
+//! status, same key.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -45,8 +47,16 @@ fn event(key: Option<&str>, body: &str) -> Value {
 /// One invocation as the harness saw it.
 struct Invocation {
     key: Option<String>,
+    tenant: Option<String>,
     request_id: String,
     status: u16,
+}
+
+/// The Lambda tenant a request with `key` is sent in: one per key (so the
+/// same key still meets its earlier requests), none without a key. Upper
+/// case, so that a line naming it does not look like one quoting the key.
+fn tenant_of(key: Option<&str>) -> Option<String> {
+    key.map(|key| format!("TENANT-{}", key.to_ascii_uppercase()))
 }
 
 /// Runs `events` through one process started with `vars`, one at a time
@@ -70,18 +80,26 @@ async fn run(events: Vec<Value>, vars: &[(&str, &str)]) -> (String, Vec<Invocati
         .collect();
     let outcomes = if concurrency == 1 {
         let mut outcomes = Vec::new();
-        for event in &events {
-            outcomes.push(lambda.invoke(0, event, DEADLINE).await);
+        for (event, key) in events.iter().zip(&keys) {
+            outcomes.push(match tenant_of(key.as_deref()) {
+                Some(tenant) => lambda.invoke_in_tenant(0, event, DEADLINE, &tenant).await,
+                None => lambda.invoke(0, event, DEADLINE).await,
+            });
         }
         outcomes
     } else {
-        let all = events.into_iter().map(|e| (0, e)).collect();
-        lambda.invoke_many(all, DEADLINE).await
+        let all = events
+            .into_iter()
+            .zip(&keys)
+            .map(|(e, key)| (0, e, tenant_of(key.as_deref())))
+            .collect();
+        lambda.invoke_many_in_tenants(all, DEADLINE).await
     };
     let invocations = keys
         .into_iter()
         .zip(outcomes)
         .map(|(key, outcome)| Invocation {
+            tenant: tenant_of(key.as_deref()),
             key,
             request_id: outcome.request_id().expect("an answer").to_owned(),
             status: outcome.response().status,
@@ -128,8 +146,7 @@ fn concurrent_requests() -> Vec<Value> {
 struct Logged {
     request_id: Option<String>,
     trace_id: Option<String>,
-    /// A line written by the `tracing` subscriber, not the metric line.
-    from_tracing: bool,
+    tenant_id: Option<String>,
     /// The request's outcome line: outcome, status and key hash.
     outcome: Option<(String, u16, String)>,
 }
@@ -154,7 +171,7 @@ fn parse_json(line: &str) -> Logged {
     Logged {
         request_id: text(&json["requestId"]),
         trace_id: text(&json["xrayTraceId"]),
-        from_tracing: json["fields"].is_object(),
+        tenant_id: text(&json["tenantId"]),
         outcome,
     }
 }
@@ -178,7 +195,7 @@ fn parse_text(line: &str, ids: &HashMap<&str, &Invocation>) -> Logged {
     Logged {
         request_id: ids.contains_key(first).then(|| first.to_owned()),
         trace_id: None,
-        from_tracing: true,
+        tenant_id: None,
         outcome,
     }
 }
@@ -226,8 +243,9 @@ fn check_lines_name_their_invocations(
         let inv = by_id
             .get(id)
             .unwrap_or_else(|| panic!("names no invocation: {line}"));
-        if json && logged.from_tracing {
+        if json {
             assert_eq!(logged.trace_id, Some(trace_id(id)), "{line}");
+            assert_eq!(logged.tenant_id, inv.tenant, "{line}");
         }
         let Some((outcome, status, hash)) = logged.outcome else {
             continue;

@@ -455,3 +455,48 @@ async fn events_lambda_http_cannot_convert_get_a_400_not_a_crash() {
     assert_eq!(ok["statusCode"], 201, "{ok}");
     assert_eq!(redis.orders(), 1);
 }
+
+/// The detail of `response`, an `order-store-unavailable` problem with
+/// `Retry-After`.
+fn order_store_unavailable(response: &lambda_http::Response<lambda_http::Body>) -> String {
+    assert_problem(response, 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let problem = json(response);
+    let kind = problem["type"].as_str().unwrap();
+    assert!(kind.ends_with("order-store-unavailable"), "{problem}");
+    problem["detail"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_read_while_redis_stalls_is_told_the_order_could_not_be_read_not_that_it_was_not_saved() {
+    let redis = RedisServer::start();
+    let app = app(&redis);
+    let created = app.handle(event("post_order.json")).await;
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    let read = || event("get_order_unknown.json").with_raw_http_path(&location);
+    assert_eq!(app.handle(read()).await.status(), 200);
+
+    redis.pause();
+    let stalled = app.handle(read()).await;
+    redis.resume();
+    let detail = order_store_unavailable(&stalled);
+    // A GET saves nothing and carries no key.
+    assert!(
+        !detail.contains("saved") && !detail.contains("Idempotency-Key"),
+        "{detail}"
+    );
+    assert!(detail.contains("could not be read"), "{detail}");
+}
+
+#[tokio::test]
+async fn an_order_without_a_key_that_may_not_be_saved_is_not_told_to_retry_with_its_key() {
+    let redis = RedisServer::start();
+    let app = app_with(&redis, &[("IDEMPOTENCY_KEY_REQUIRED", "false")]);
+    redis.pause();
+    let stalled = app.handle(event("post_order_missing_key.json")).await;
+    redis.resume();
+    let detail = order_store_unavailable(&stalled);
+    assert!(!detail.contains("same Idempotency-Key"), "{detail}");
+    assert!(detail.contains("second"), "{detail}");
+}

@@ -14,7 +14,8 @@
 //! - `load`: races for one key, the mixed load, one connection per process;
 //! - `crashes`: a process killed after its claims, a frozen one waking late;
 //! - `redis_faults`: Redis down for 2 s under load, a slow Redis;
-//! - `memory`: a full Redis under `noeviction`, eviction under `allkeys-lru`.
+//! - `memory`: a full Redis under `noeviction` (with and without replicas
+//!   required), eviction under `allkeys-lru`.
 //!
 //! Each scenario is bounded (a few seconds) so the suite stays within CI's
 //! time; the README's "Exactly once under load and faults" section

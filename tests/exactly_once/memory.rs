@@ -1,8 +1,10 @@
 //! A Redis out of memory: under `noeviction` (the README's setting) a new
-//! claim is refused, so nothing runs and replays still work; under
-//! `allkeys-lru` records are evicted and completed keys run again, which is
-//! why the README says `noeviction`. One process; every step sends one
-//! request per slot at once.
+//! claim is refused, so nothing runs and replays still work, except with
+//! `REDIS_MIN_REPLICAS`, where a replay must write its record back for
+//! `WAIT` to cover it and so gets `503` too; under `allkeys-lru` records
+//! are evicted and completed keys run again, which is why the README says
+//! `noeviction`. One process; every step sends one request per slot at
+//! once.
 
 use testkit::RedisServer;
 
@@ -83,6 +85,39 @@ async fn full_under_noeviction(mode: Mode) {
         &lambda.burst(0, &new, DEADLINE).await,
         "once Redis has room again",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replicas_required_a_full_primary_answers_503_to_replays_too() {
+    let redis =
+        RedisServer::start_with(&["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"]);
+    let _replica = RedisServer::replica_of(&redis);
+    let mode = Mode::Classic;
+    let env = mode.env(&redis.url(), &[("REDIS_MIN_REPLICAS", "1")]);
+    let lambda = Lambda::start(mode, vec![env]).await;
+    let completed = orders(&keys("full-replicated", mode));
+    let bodies = executed(
+        &lambda.burst(0, &completed, DEADLINE).await,
+        "before Redis is full",
+    );
+
+    assert!(fill_until_refused(&redis, 100_000) < 100_000);
+    set_maxmemory(&redis, "1mb");
+    // The claim writes the record it finds back, so that the replica's
+    // acknowledgement covers it: on a full primary that write is refused.
+    for refused in lambda.burst(0, &completed, DEADLINE).await {
+        let refused = refused.response();
+        assert_eq!(refused.status, 503, "{:?}", refused.raw);
+        assert!(refused.header("retry-after").is_some());
+        assert!(!refused.replayed());
+    }
+    set_maxmemory(&redis, "0");
+    let replays = lambda.burst(0, &completed, DEADLINE).await;
+    for (replay, body) in replays.iter().zip(&bodies) {
+        assert!(replay.response().replayed(), "{:?}", replay.response().raw);
+        assert_eq!(&replay.response().body, body);
+    }
+    assert_eq!(redis.orders(), completed.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

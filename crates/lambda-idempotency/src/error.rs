@@ -106,8 +106,10 @@ pub(crate) enum IdempotencyError {
         #[source]
         source: StoreFailure,
     },
+    /// The handler failed or panicked; `keyed`: under an idempotency key
+    /// (its claim released), rather than unprotected or passed through.
     #[error("the request handler failed")]
-    Handler,
+    Handler { keyed: bool },
 }
 
 impl IdempotencyError {
@@ -121,7 +123,7 @@ impl IdempotencyError {
             Self::Mismatch => KEY_REUSED,
             Self::InProgress { .. } => REQUEST_IN_PROGRESS,
             Self::StoreUnavailable { .. } => STORE_UNAVAILABLE,
-            Self::Handler => HANDLER_FAILED,
+            Self::Handler { .. } => HANDLER_FAILED,
         }
     }
 
@@ -154,10 +156,14 @@ impl IdempotencyError {
                  Retry it with the same Idempotency-Key to get its result.",
             )
             .with_retry_after(*retry_after_secs),
-            Self::Handler => Problem::new(
+            Self::Handler { keyed: true } => Problem::new(
                 kind,
                 "The request failed and was not recorded. Retry it with the same Idempotency-Key.",
             ),
+            // No key: nothing to retry under, and nothing was recorded.
+            Self::Handler { keyed: false } => {
+                Problem::new(kind, "The request failed. Nothing was recorded for it.")
+            }
         }
     }
 }
@@ -202,7 +208,8 @@ mod tests {
                 retry_after_secs: 1,
                 source: StoreFailure::Store(StoreError::Timeout(Duration::from_millis(5))),
             },
-            IdempotencyError::Handler,
+            IdempotencyError::Handler { keyed: true },
+            IdempotencyError::Handler { keyed: false },
         ]);
         for error in &errors {
             match error {
@@ -212,7 +219,7 @@ mod tests {
                 | IdempotencyError::Mismatch
                 | IdempotencyError::InProgress { .. }
                 | IdempotencyError::StoreUnavailable { .. }
-                | IdempotencyError::Handler => {}
+                | IdempotencyError::Handler { .. } => {}
             }
         }
         errors
@@ -239,7 +246,8 @@ mod tests {
                 },
                 503,
             ),
-            (IdempotencyError::Handler, 500),
+            (IdempotencyError::Handler { keyed: true }, 500),
+            (IdempotencyError::Handler { keyed: false }, 500),
         ];
         for (error, status) in cases {
             assert_eq!(error.to_problem().status.as_u16(), status, "{error}");

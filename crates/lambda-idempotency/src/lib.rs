@@ -46,7 +46,8 @@
 //!
 //! # What is guaranteed
 //!
-//! For each record key (caller scope, method, route, `Idempotency-Key`), the
+//! For each record key (caller scope, within the Lambda tenant if any;
+//! method, route, `Idempotency-Key`), the
 //! handler is *started* again only when the previous attempt's outcome is
 //! unknown to the store: its process died or froze past its lease (3 s by
 //! default, whatever the function's timeout: [`Settings::lease`]), or the
@@ -113,13 +114,13 @@ pub use execution::ExecutionId;
 pub use key::StoreKey;
 pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
-pub use metrics::DeferredLines;
+pub use metrics::{DeferredLines, InvocationIds};
 pub use problem::ProblemType;
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,
 };
 pub use rules::{DefaultStoreRule, NotExecuted, StoreRule};
-pub use scope::{ApiGatewayScope, CallerScope, ScopeParseError, ScopeSource};
+pub use scope::{caller_scope, ApiGatewayScope, CallerScope, ScopeParseError, ScopeSource};
 pub use service::Idempotency;
 pub use settings::{ConfigError, Settings};
 pub use store::{IdempotencyStore, OwnerToken, Phase, StoreError, StoredRecord};

@@ -11,12 +11,16 @@
 //! `Outcome=store_error` of one function; `IdempotencyOverhead` is the
 //! layer's own time in milliseconds (the request's time minus the
 //! handler's). The log fields (`outcome`, `key_hash`, `status`,
-//! `duration_ms`, `requestId`) ride along as plain properties.
+//! `duration_ms`) and the invocation's ids (`requestId`, and `xrayTraceId`
+//! and `tenantId` when Lambda passed them, named as in Lambda's own JSON
+//! log format) ride along as plain properties.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lambda_http::Context;
 
 /// Name of the request-count metric.
 pub(crate) const REQUESTS_METRIC: &str = "Requests";
@@ -30,7 +34,46 @@ pub(crate) struct Line<'a> {
     pub(crate) status: u16,
     pub(crate) duration: Duration,
     pub(crate) overhead: Duration,
-    pub(crate) request_id: &'a str,
+    pub(crate) ids: &'a InvocationIds,
+}
+
+/// The ids Lambda names an invocation by (request id, X-Ray trace id,
+/// tenant id), as the lines written for it carry them: the JSON properties
+/// `requestId`, `xrayTraceId` and `tenantId` of Lambda's own JSON log
+/// format.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InvocationIds {
+    request_id: String,
+    xray_trace_id: Option<String>,
+    tenant_id: Option<String>,
+}
+
+impl InvocationIds {
+    /// The ids of the invocation `context` describes.
+    pub fn of(context: &Context) -> Self {
+        Self {
+            request_id: context.request_id.clone(),
+            xray_trace_id: context.xray_trace_id.clone(),
+            tenant_id: context.tenant_id.clone(),
+        }
+    }
+
+    /// The request id.
+    pub fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The JSON properties, in order; the ids Lambda did not pass left
+    /// out.
+    pub fn properties(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("requestId", Some(self.request_id.as_str())),
+            ("xrayTraceId", self.xray_trace_id.as_deref()),
+            ("tenantId", self.tenant_id.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+    }
 }
 
 /// The part of every line that never changes for a layer: made once.
@@ -68,7 +111,7 @@ struct Held {
     status: u16,
     duration: Duration,
     overhead: Duration,
-    request_id: String,
+    ids: InvocationIds,
 }
 
 impl DeferredLines {
@@ -99,7 +142,7 @@ impl DeferredLines {
                 status: h.status,
                 duration: h.duration,
                 overhead: h.overhead,
-                request_id: &h.request_id,
+                ids: &h.ids,
             };
             write_line(&mut out, &h.tail, &line, h.timestamp_ms);
         }
@@ -153,7 +196,7 @@ impl Emf {
                 status: line.status,
                 duration: line.duration,
                 overhead: line.overhead,
-                request_id: line.request_id.to_owned(),
+                ids: line.ids.clone(),
             }),
             None => {
                 let mut out = String::new();
@@ -174,14 +217,17 @@ fn write_line(out: &mut String, tail: &str, line: &Line<'_>, timestamp_ms: u64) 
     let outcome = line.outcome;
     let _ = write!(
         out,
-        r#","Outcome":"{outcome}","{REQUESTS_METRIC}":1,"{OVERHEAD_METRIC}":{},"level":"INFO","message":"idempotency","outcome":"{outcome}","key_hash":"{}","status":{},"duration_ms":{},"requestId":"#,
+        r#","Outcome":"{outcome}","{REQUESTS_METRIC}":1,"{OVERHEAD_METRIC}":{},"level":"INFO","message":"idempotency","outcome":"{outcome}","key_hash":"{}","status":{},"duration_ms":{}"#,
         round_ms(line.overhead),
         line.key_hash,
         line.status,
         round_ms(line.duration),
     );
-    // Request ids come from Lambda; quote them anyway.
-    out.push_str(&serde_json::to_string(line.request_id).unwrap_or_else(|_| "\"\"".to_owned()));
+    for (name, value) in line.ids.properties() {
+        // The ids come from Lambda; quote them anyway.
+        let quoted = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".to_owned());
+        let _ = write!(out, r#","{name}":{quoted}"#);
+    }
     out.push_str("}\n");
 }
 
@@ -194,6 +240,15 @@ pub(crate) fn round_ms(duration: Duration) -> f64 {
 mod tests {
     use super::*;
 
+    fn ids() -> &'static InvocationIds {
+        static IDS: std::sync::OnceLock<InvocationIds> = std::sync::OnceLock::new();
+        IDS.get_or_init(|| InvocationIds {
+            request_id: "req-\"1\"".to_owned(),
+            xray_trace_id: Some("Root=1-5759e988-bd862e3fe1be46a994272793".to_owned()),
+            tenant_id: Some("tenant-\\1".to_owned()),
+        })
+    }
+
     fn line() -> Line<'static> {
         Line {
             outcome: "replayed",
@@ -201,7 +256,7 @@ mod tests {
             status: 201,
             duration: Duration::from_micros(2500),
             overhead: Duration::from_micros(1500),
-            request_id: "req-\"1\"",
+            ids: ids(),
         }
     }
 
@@ -230,6 +285,48 @@ mod tests {
         assert_eq!(json["status"], 201);
         assert_eq!(json["duration_ms"], 2.5);
         assert_eq!(json["requestId"], "req-\"1\"");
+        assert_eq!(
+            json["xrayTraceId"],
+            "Root=1-5759e988-bd862e3fe1be46a994272793"
+        );
+        assert_eq!(json["tenantId"], "tenant-\\1");
+    }
+
+    #[test]
+    fn ids_lambda_did_not_pass_are_left_out() {
+        let ids = InvocationIds {
+            request_id: "r".to_owned(),
+            ..InvocationIds::default()
+        };
+        let text = Emf::new("Orders", "fn-1", None).line(
+            &Line {
+                ids: &ids,
+                ..line()
+            },
+            1,
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["requestId"], "r");
+        let object = json.as_object().unwrap();
+        assert!(!object.contains_key("xrayTraceId") && !object.contains_key("tenantId"));
+    }
+
+    #[test]
+    fn the_ids_are_read_from_the_lambda_context() {
+        let mut headers = lambda_http::http::HeaderMap::new();
+        for (name, value) in [
+            ("lambda-runtime-aws-request-id", "r-1"),
+            ("lambda-runtime-deadline-ms", "1"),
+            ("lambda-runtime-trace-id", "Root=1-a"),
+            ("lambda-runtime-aws-tenant-id", "t-1"),
+        ] {
+            headers.insert(name, value.parse().unwrap());
+        }
+        let context = Context::new("r-1", Default::default(), &headers).unwrap();
+        let ids = InvocationIds::of(&context);
+        assert_eq!(ids.request_id, "r-1");
+        assert_eq!(ids.xray_trace_id.as_deref(), Some("Root=1-a"));
+        assert_eq!(ids.tenant_id.as_deref(), Some("t-1"));
     }
 
     #[test]

@@ -5,11 +5,11 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use lambda_http::{Body, Response};
+use lambda_http::{Body, Request, RequestExt, Response};
 
 use crate::error::IdempotencyError;
 use crate::layer::Shared;
-use crate::metrics::{self, Line};
+use crate::metrics::{self, InvocationIds, Line};
 use crate::StoreKey;
 
 /// How a request ended.
@@ -64,18 +64,24 @@ pub(crate) struct Tally<'a, St> {
     started: Instant,
     /// Time spent inside the wrapped handler (not the layer's overhead).
     handler: Duration,
-    /// The Lambda request id, for the metric line (the `tracing` event
-    /// gets it from whatever the runtime adds to log lines).
-    request_id: String,
+    /// The invocation's ids, for the metric line (the `tracing` event
+    /// gets them from whatever the runtime adds to log lines); read only
+    /// when metrics are on.
+    ids: InvocationIds,
 }
 
 impl<'a, St> Tally<'a, St> {
-    pub(crate) fn new(shared: &'a Shared<St>, request_id: String) -> Self {
+    /// The tally of `req`, starting now.
+    pub(crate) fn new(shared: &'a Shared<St>, req: &Request) -> Self {
+        let ids = match (&shared.emf, req.lambda_context_ref()) {
+            (Some(_), Some(context)) => InvocationIds::of(context),
+            _ => InvocationIds::default(),
+        };
         Self {
             shared,
             started: Instant::now(),
             handler: Duration::ZERO,
-            request_id,
+            ids,
         }
     }
 
@@ -103,7 +109,7 @@ impl<'a, St> Tally<'a, St> {
                 status,
                 duration: total,
                 overhead: total.saturating_sub(self.handler),
-                request_id: &self.request_id,
+                ids: &self.ids,
             }),
             None => tracing::info!(
                 outcome = outcome.as_str(),
@@ -127,7 +133,12 @@ impl<'a, St> Tally<'a, St> {
             Ok(response) => self.finish(outcome, key, response),
             Err(failure) => {
                 tracing::error!(error = %failure, "handler failed; answering 500");
-                self.reject(IdempotencyError::Handler, Outcome::HandlerFailed, key)
+                let keyed = key.is_some();
+                self.reject(
+                    IdempotencyError::Handler { keyed },
+                    Outcome::HandlerFailed,
+                    key,
+                )
             }
         }
     }

@@ -4,7 +4,10 @@
 //!
 //! [`CallerScope`] is the pluggable part; [`ApiGatewayScope`] is the
 //! default, reading every identity API Gateway can deliver, in a
-//! configurable order:
+//! configurable order. Whichever is used, a request in a Lambda tenant
+//! (tenant isolation mode) is scoped within its tenant ([`caller_scope`]).
+//!
+//! The sources of [`ApiGatewayScope`]:
 //!
 //! | source | where it is read | scope |
 //! |---|---|---|
@@ -16,11 +19,22 @@
 //! | `api-key` | REST API key id | the key id |
 //! | `anonymous` | always matches | one shared scope |
 //!
-//! A source that is present but yields nothing (a JWT without `sub`, an
-//! empty principal) refuses the request rather than falling through to a
-//! weaker identity. A request that no source matches is refused with
-//! `403`: anonymous callers share one key space, so they are accepted only
-//! when `anonymous` is listed.
+//! A source whose container is missing, `null`, empty or holds nothing but
+//! `null`s (`"authorizer": {"claims": null, "scopes": null}`, as HTTP API
+//! payload 1.0 events carry for a route without an authorizer) gives no
+//! identity, and the next source is tried; a missing or `null` value (a
+//! `principalId`, a `userArn`, an `apiKeyId`) is no identity either. A
+//! source that is present but yields nothing usable (JWT claims without
+//! `sub`, an empty principal or ARN) refuses the request rather than
+//! falling through to a weaker identity. A request that no source matches
+//! is refused with `403`: anonymous callers share one key space, so they
+//! are accepted only when `anonymous` is listed.
+//!
+//! Every shape the layer reads is covered: REST (v1) and HTTP API payload
+//! 1.0 events (the same shape: the whole `authorizer` object, Cognito or
+//! JWT `claims` included, and `identity`), HTTP API payload 2.0 and
+//! function URL events (`authorizer.jwt`, `authorizer.lambda`,
+//! `authorizer.iam`).
 //!
 //! Different people often reach an API through one IAM role (IAM Identity
 //! Center permission sets, Cognito identity pools, web identity), told apart
@@ -54,6 +68,29 @@ where
 {
     fn scope(&self, req: &Request) -> Option<String> {
         self(req)
+    }
+}
+
+/// The scope `req`'s records live under, whatever [`CallerScope`] is in
+/// use: its answer, within the request's Lambda tenant when it has one.
+///
+/// Under Lambda's tenant isolation mode every invocation carries its
+/// tenant's id (`Context::tenant_id`, from `Lambda-Runtime-Aws-Tenant-Id`),
+/// and one caller scope (the anonymous one, or the same JWT subject) can
+/// occur in many tenants; the tenant is made part of the scope here, so
+/// that no tenant reaches another's records. Whatever a function keys by
+/// caller (say, who owns what a request created) should be keyed by this
+/// too. `None`: the caller is refused (`403`).
+pub fn caller_scope<S: CallerScope + ?Sized>(scope: &S, req: &Request) -> Option<String> {
+    let caller = scope.scope(req)?;
+    match req
+        .lambda_context_ref()
+        .and_then(|c| c.tenant_id.as_deref())
+    {
+        // Length-prefixed, so that no tenant and caller pair can imitate
+        // another.
+        Some(tenant) => Some(format!("tenant:{}:{tenant}{caller}", tenant.len())),
+        None => Some(caller),
     }
 }
 
@@ -223,22 +260,34 @@ fn authorizer(ctx: &RequestContext) -> Option<&ApiGatewayRequestAuthorizer> {
     ctx.authorizer()
 }
 
+/// Whether an identity container says nothing: `null`, or an object or
+/// array with no member other than `null`.
+fn says_nothing(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(members) => members.values().all(Value::is_null),
+        Value::Array(items) => items.iter().all(Value::is_null),
+        _ => false,
+    }
+}
+
 fn jwt(ctx: &RequestContext) -> Found {
     let Some(auth) = authorizer(ctx) else {
         return Found::Absent;
     };
-    let (iss, sub) = if let Some(jwt) = &auth.jwt {
-        (
+    // HTTP API 2.0: `authorizer.jwt.claims`; REST Cognito and HTTP API
+    // 1.0 JWT authorizers: `authorizer.claims`.
+    let v1_claims = auth.fields.get("claims").filter(|c| !says_nothing(c));
+    let (iss, sub) = match (&auth.jwt, v1_claims) {
+        (Some(jwt), _) if !jwt.claims.is_empty() => (
             jwt.claims.get("iss").map(String::as_str),
             jwt.claims.get("sub").map(String::as_str),
-        )
-    } else if let Some(claims) = auth.fields.get("claims") {
-        (
+        ),
+        (_, Some(claims)) => (
             claims.get("iss").and_then(Value::as_str),
             claims.get("sub").and_then(Value::as_str),
-        )
-    } else {
-        return Found::Absent;
+        ),
+        _ => return Found::Absent,
     };
     match sub {
         None | Some("") => Found::Invalid,
@@ -256,23 +305,27 @@ fn lambda_authorizer(ctx: &RequestContext, field: Option<&str>) -> Found {
     };
     let fields = &auth.fields;
     let is_v1 = matches!(ctx, RequestContext::ApiGatewayV1(_));
-    // A REST Cognito authorizer also lands in `fields`, as `claims` only.
-    if fields.is_empty() || (is_v1 && fields.contains_key("claims") && field.is_none()) {
+    // A REST Cognito (or HTTP API 1.0 JWT) authorizer also lands in
+    // `fields`, as `claims`: that is the `jwt` source's.
+    let cognito = is_v1 && fields.get("claims").is_some_and(|c| !says_nothing(c));
+    if fields.values().all(Value::is_null) || (cognito && field.is_none()) {
         return Found::Absent;
     }
+    // A `null` member is no member.
+    let member = |name: &str| fields.get(name).filter(|v| !v.is_null());
     match field {
-        Some(name) => match fields.get(name) {
+        Some(name) => match member(name) {
             None => Found::Absent,
             Some(value) => tagged(&format!("lambda.{name}"), Some(&scalar(value))),
         },
-        None if is_v1 => match fields.get("principalId") {
+        None if is_v1 => match member("principalId") {
             None => Found::Absent,
             Some(value) => tagged("lambda", Some(&scalar(value))),
         },
         // HTTP API simple responses carry no principal: the whole context,
         // sorted, is the identity (pin one field with `authorizer:<field>`
         // if the context holds anything that changes between requests).
-        None => match fields.get("principalId") {
+        None => match member("principalId") {
             Some(value) => tagged("lambda", Some(&scalar(value))),
             None => {
                 let sorted: BTreeMap<&String, &Value> = fields.iter().collect();

@@ -26,6 +26,7 @@ use crate::layer::Shared;
 use crate::outcome::{Outcome, Tally};
 use crate::record::{in_progress_payload, Record, StoredResponse};
 use crate::run::{millis, now_ms, run_handler, time_left, Lease};
+use crate::scope::caller_scope;
 use crate::store::{IdempotencyStore, StoreError};
 use crate::{OwnerToken, StoreKey};
 
@@ -102,11 +103,7 @@ where
     St: IdempotencyStore,
 {
     let settings = &shared.settings;
-    let request_id = match (&shared.emf, req.lambda_context_ref()) {
-        (Some(_), Some(context)) => context.request_id.clone(),
-        _ => String::new(),
-    };
-    let mut tally = Tally::new(shared, request_id);
+    let mut tally = Tally::new(shared, &req);
     if !settings.covers(req.method()) {
         let response = tally.time(run_handler(inner, req)).await;
         return tally.finish_handled(Outcome::Passthrough, None, response);
@@ -121,17 +118,21 @@ where
         );
     }
     let key = match IdempotencyKey::from_headers(req.headers()) {
-        Ok(Some(key)) => key,
-        Ok(None) if !settings.key_required => {
-            tracing::warn!("no Idempotency-Key header: running the request without protection");
-            let response = tally.time(run_handler(inner, req)).await;
-            return tally.finish_handled(Outcome::Unprotected, None, response);
+        Ok(None) if settings.key_required => {
+            return tally.reject(KeyError::Missing.into(), Outcome::MissingKey, None)
         }
-        Ok(None) => return tally.reject(KeyError::Missing.into(), Outcome::MissingKey, None),
+        Ok(key) => key,
         Err(e) => return tally.reject(e.into(), Outcome::InvalidKey, None),
     };
-    let Some(scope) = shared.scope.scope(&req) else {
+    // Before any handler runs, with a key or without: an unidentified
+    // caller is refused on every path.
+    let Some(scope) = caller_scope(&*shared.scope, &req) else {
         return tally.reject(IdempotencyError::Unidentified, Outcome::Unidentified, None);
+    };
+    let Some(key) = key else {
+        tracing::warn!("no Idempotency-Key header: running the request without protection");
+        let response = tally.time(run_handler(inner, req)).await;
+        return tally.finish_handled(Outcome::Unprotected, None, response);
     };
     let claimant = claimant(&req, &settings.key_prefix, &scope, &key);
     claim_and_run(inner, shared, tally, req, claimant).await
@@ -291,7 +292,7 @@ async fn settle<St: IdempotencyStore>(
         // and could vanish in a failover. Answer nothing a failover could
         // contradict.
         Err(e) if unconfirmed(&shared.store, &e) => {
-            let error = unavailable(&shared.settings, &c.key, e);
+            let error = not_confirmed(&shared.settings, &c.key, e);
             tally.reject(error, Outcome::CompletionFailed, Some(&c.key))
         }
         Err(error) => {
@@ -317,12 +318,37 @@ fn unconfirmed<St: IdempotencyStore>(store: &St, failure: &StoreFailure) -> bool
         )
 }
 
+/// The `503` when the store failed before the handler, which did not run.
 fn unavailable(
     settings: &crate::Settings,
     key: &StoreKey,
     source: StoreFailure,
 ) -> IdempotencyError {
-    tracing::error!(key_hash = key.hash(), error = %source, "idempotency store failed; the handler's result is not relied on");
+    const WHAT: &str =
+        "the idempotency store failed before the handler: the handler did not run; answering 503";
+    store_unavailable(settings, key, source, WHAT)
+}
+
+/// The `503` when the handler ran but its completion was not confirmed:
+/// its response is not sent.
+fn not_confirmed(
+    settings: &crate::Settings,
+    key: &StoreKey,
+    source: StoreFailure,
+) -> IdempotencyError {
+    const WHAT: &str = "the handler ran, but its idempotency record could not be confirmed: its \
+        response is not sent; answering 503 (a retry replays the record or runs the handler again)";
+    store_unavailable(settings, key, source, WHAT)
+}
+
+/// The `503` for a store failure, logged as `what` happened.
+fn store_unavailable(
+    settings: &crate::Settings,
+    key: &StoreKey,
+    source: StoreFailure,
+    what: &str,
+) -> IdempotencyError {
+    tracing::error!(key_hash = key.hash(), error = %source, "{what}");
     IdempotencyError::StoreUnavailable {
         retry_after_secs: settings.unavailable_retry_after.as_secs().max(1),
         source,

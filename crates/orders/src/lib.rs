@@ -50,7 +50,8 @@ impl OrderId {
 
 /// Request extension: who is asking, as an opaque string (a hash of the
 /// caller's identity, say). An order remembers its creator's `Owner`, and
-/// is shown only to the same `Owner`.
+/// is shown only to the same `Owner`: an order created without one, and a
+/// request without one, match no one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner(String);
 
@@ -139,9 +140,17 @@ pub enum OrderError {
     /// No order has this id.
     #[error("no order with this id")]
     NotFound,
-    /// Redis failed; the client may retry.
+    /// Redis failed while the order was being written; the client may
+    /// retry.
     #[error(transparent)]
     Store(#[from] RepoError),
+    /// Redis failed while writing an order its request did not name (no
+    /// [`OrderId`]): a retry would be a new order.
+    #[error(transparent)]
+    StoreUnnamed(RepoError),
+    /// Redis failed while an order was being read; the client may retry.
+    #[error(transparent)]
+    StoreRead(RepoError),
 }
 
 impl OrderError {
@@ -154,7 +163,7 @@ impl OrderError {
             Self::Input(OrderInputError::Invalid(_)) => INVALID_ORDER,
             Self::Conflict => ORDER_CONFLICT,
             Self::NotFound => ORDER_NOT_FOUND,
-            Self::Store(_) => ORDER_STORE_UNAVAILABLE,
+            Self::Store(_) | Self::StoreUnnamed(_) | Self::StoreRead(_) => ORDER_STORE_UNAVAILABLE,
         }
     }
 
@@ -169,15 +178,30 @@ impl OrderError {
                  to get its result.",
             )
             .with_retry_after(1),
+            Self::StoreUnnamed(_) => Problem::new(
+                kind,
+                "The order may not have been saved. This request carried no Idempotency-Key, \
+                 so a retry of it may create a second order.",
+            )
+            .with_retry_after(1),
+            // A read saves nothing and carries no key.
+            Self::StoreRead(_) => Problem::new(
+                kind,
+                "The order could not be read. Retry the same request after Retry-After.",
+            )
+            .with_retry_after(1),
             _ => Problem::new(kind, self.to_string()),
         }
     }
 
     fn into_response(self, type_base: &str) -> Response<Body> {
-        if let Self::Store(cause) = &self {
+        if let Self::Store(cause) | Self::StoreUnnamed(cause) | Self::StoreRead(cause) = &self {
             tracing::error!(error = %cause, "order store failed");
         }
-        let refused_before_writing = !matches!(self, Self::Store(_) | Self::NotFound);
+        let refused_before_writing = !matches!(
+            self,
+            Self::Store(_) | Self::StoreUnnamed(_) | Self::StoreRead(_) | Self::NotFound
+        );
         let mut response = self.to_problem().into_response(type_base);
         if refused_before_writing {
             response.extensions_mut().insert(Rejected);
@@ -246,13 +270,18 @@ where
         return Err(OrderError::UnsupportedMediaType);
     }
     let new = NewOrder::try_from(req.body().as_ref())?;
-    let id = req
-        .extensions()
-        .get::<OrderId>()
-        .map_or_else(uuid::Uuid::now_v7, |id| id.0);
+    let named = req.extensions().get::<OrderId>();
+    let id = named.map_or_else(uuid::Uuid::now_v7, |id| id.0);
     let order = Order::new(id.to_string(), new.clone());
     let owner = req.extensions().get::<Owner>().map(|o| o.0.as_str());
-    match repo.insert_once(&order, owner).await? {
+    let inserted = repo
+        .insert_once(&order, owner)
+        .await
+        .map_err(|e| match named {
+            Some(_) => OrderError::Store(e),
+            None => OrderError::StoreUnnamed(e),
+        });
+    match inserted? {
         None => Ok(created(&order)),
         Some(existing) if existing.matches(&new) => Ok(created(&existing)),
         Some(_) => Err(OrderError::Conflict),
@@ -260,8 +289,9 @@ where
 }
 
 /// Handles `GET /orders/{id}` for `asker`: `200` with the order, or `404`
-/// when there is none, or it belongs to someone else (not `403`: that
-/// would tell a stranger the order exists).
+/// when there is none, or it belongs to someone else, or to no one, or
+/// `asker` is no one (not `403`: that would tell a stranger the order
+/// exists).
 pub async fn get_order<C>(
     repo: &OrderRepo<C>,
     id: &str,
@@ -276,11 +306,13 @@ where
         return OrderError::NotFound.into_response(type_base);
     }
     match repo.get(id).await {
-        Ok(Some((order, owner))) if owner.as_deref() == asker.map(|a| a.0.as_str()) => {
+        // Both must be someone: an order without an owner (or a request
+        // without one) is no one's to see.
+        Ok(Some((order, Some(owner)))) if asker.is_some_and(|a| a.0 == owner) => {
             json_response(StatusCode::OK, &OrderBody::from(&order))
         }
         Ok(_) => OrderError::NotFound.into_response(type_base),
-        Err(e) => OrderError::Store(e).into_response(type_base),
+        Err(e) => OrderError::StoreRead(e).into_response(type_base),
     }
 }
 
@@ -359,6 +391,8 @@ mod tests {
             OrderError::Conflict,
             OrderError::NotFound,
             OrderError::Store(RepoError::Timeout(std::time::Duration::ZERO)),
+            OrderError::StoreUnnamed(RepoError::Timeout(std::time::Duration::ZERO)),
+            OrderError::StoreRead(RepoError::Timeout(std::time::Duration::ZERO)),
         ];
         for error in &errors {
             match error {
@@ -368,7 +402,9 @@ mod tests {
                 | OrderError::Input(OrderInputError::Invalid(_))
                 | OrderError::Conflict
                 | OrderError::NotFound
-                | OrderError::Store(_) => {}
+                | OrderError::Store(_)
+                | OrderError::StoreUnnamed(_)
+                | OrderError::StoreRead(_) => {}
             }
         }
         errors

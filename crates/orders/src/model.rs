@@ -246,13 +246,30 @@ impl<'de> Visitor<'de> for MembersVisitor {
     }
 }
 
-/// At most [`EXCERPT_CHARS`] characters of `text`, quoted and escaped.
+/// The start of `text`, quoted and escaped as Rust's `Debug` escapes it,
+/// at most [`EXCERPT_CHARS`] characters long once escaped (`…` marks a
+/// cut). Cut after escaping: a character can escape to ten
+/// (`\u{10ffff}`), and forty of those would make a detail ten times the
+/// length the excerpt is meant to have.
 fn excerpt(text: &str) -> String {
-    let mut cut: String = text.chars().take(EXCERPT_CHARS).collect();
-    if cut.len() < text.len() {
-        cut.push('…');
+    let mut out = String::with_capacity(4 * EXCERPT_CHARS + 8);
+    out.push('"');
+    let mut shown = 0;
+    for c in text.chars() {
+        // As `str`'s `Debug` does: a single quote needs no escape there.
+        let escaped: String = match c {
+            '\'' => "'".to_owned(),
+            c => c.escape_debug().collect(),
+        };
+        shown += escaped.chars().count();
+        if shown > EXCERPT_CHARS {
+            out.push('…');
+            break;
+        }
+        out.push_str(&escaped);
     }
-    format!("{cut:?}")
+    out.push('"');
+    out
 }
 
 /// A created order, as stored at `orders:<id>` and returned to clients.

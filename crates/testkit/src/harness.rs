@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use event::{clf_time, order_event, v2_event};
+pub use event::{as_function_url_event, as_rest_event, clf_time, order_event, v2_event};
 pub use outcome::{base64_decode, ApiResponse, Outcome};
 pub use runtime_api::{trace_id, Fault};
 use runtime_api::{Endpoint, Finished, Status};
@@ -247,7 +247,21 @@ impl Harness {
     /// Dropping the future does not withdraw the event (as with a client
     /// that gives up on Lambda): the instance still runs it.
     pub async fn invoke(&self, i: usize, event: &Value, deadline_in: Duration) -> Outcome {
-        let reply = self.submit(i, event, deadline_in);
+        let reply = self.submit(i, event, deadline_in, None);
+        self.collect(i, reply).await
+    }
+
+    /// [`Harness::invoke`] in the Lambda tenant `tenant`: the event is
+    /// handed out with `Lambda-Runtime-Aws-Tenant-Id`, as Lambda does for a
+    /// function in tenant isolation mode.
+    pub async fn invoke_in_tenant(
+        &self,
+        i: usize,
+        event: &Value,
+        deadline_in: Duration,
+        tenant: &str,
+    ) -> Outcome {
+        let reply = self.submit(i, event, deadline_in, Some(tenant.to_owned()));
         self.collect(i, reply).await
     }
 
@@ -255,7 +269,7 @@ impl Harness {
     pub async fn invoke_bytes(&self, i: usize, event: &[u8], deadline_in: Duration) -> Outcome {
         let reply = self.instances[i]
             .endpoint
-            .submit(event.to_vec(), deadline_in);
+            .submit(event.to_vec(), deadline_in, None);
         self.collect(i, reply).await
     }
 
@@ -290,7 +304,19 @@ impl Harness {
         assignments: Vec<(usize, Value)>,
         deadline_in: Duration,
     ) -> Vec<Outcome> {
-        let distinct: BTreeSet<usize> = assignments.iter().map(|(i, _)| *i).collect();
+        let untenanted = assignments.into_iter().map(|(i, e)| (i, e, None));
+        self.invoke_many_in_tenants(untenanted.collect(), deadline_in)
+            .await
+    }
+
+    /// [`Harness::invoke_many`] with each event in the Lambda tenant named
+    /// beside it, if any (see [`Harness::invoke_in_tenant`]).
+    pub async fn invoke_many_in_tenants(
+        &self,
+        assignments: Vec<(usize, Value, Option<String>)>,
+        deadline_in: Duration,
+    ) -> Vec<Outcome> {
+        let distinct: BTreeSet<usize> = assignments.iter().map(|(i, ..)| *i).collect();
         for &i in &distinct {
             let mut status = self.instances[i].endpoint.status.subscribe();
             let parked = status.wait_for(|s| s.parked > 0 || s.exited.is_some());
@@ -299,8 +325,8 @@ impl Harness {
             }
         }
         let replies: Vec<_> = assignments
-            .iter()
-            .map(|(i, event)| (*i, self.submit(*i, event, deadline_in)))
+            .into_iter()
+            .map(|(i, event, tenant)| (i, self.submit(i, &event, deadline_in, tenant)))
             .collect();
         let mut outcomes = Vec::with_capacity(replies.len());
         for (i, reply) in replies {
@@ -314,9 +340,12 @@ impl Harness {
         i: usize,
         event: &Value,
         deadline_in: Duration,
+        tenant: Option<String>,
     ) -> oneshot::Receiver<Finished> {
         let event = serde_json::to_vec(event).expect("serialise the event");
-        self.instances[i].endpoint.submit(event, deadline_in)
+        self.instances[i]
+            .endpoint
+            .submit(event, deadline_in, tenant)
     }
 
     async fn collect(&self, i: usize, mut reply: oneshot::Receiver<Finished>) -> Outcome {

@@ -32,33 +32,15 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
-    TlsCertificates, Value,
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value,
 };
 use tokio::sync::OnceCell;
 
 use super::iam::{self, Rotating};
+use super::setup::{ca_bundle, connection_info, ConnectError};
 use super::slot::Slot;
 use super::useless::{any_read_only, is_read_only, verdict, Cluster, Inner, Single, Useless};
 use super::RedisOptions;
-
-/// Why a Redis connection could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConnectError {
-    /// The CA bundle could not be read.
-    #[error("cannot read the CA file {path}: {source}")]
-    CaFile {
-        /// The file.
-        path: String,
-        /// The I/O failure.
-        source: std::io::Error,
-    },
-    /// The client could not be built from the URL (the URL itself is not
-    /// repeated: it may hold a password).
-    #[error("invalid Redis URL or options: {0}")]
-    Client(#[source] redis::RedisError),
-}
 
 /// A shared, self-reconnecting Redis connection, standalone or cluster.
 ///
@@ -92,19 +74,14 @@ impl RedisConnection {
         // rustls needs one process-wide crypto provider; ring is the only
         // one compiled in. Installing twice is harmless (the second errs).
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let info = connection_info(url)?;
         let certs = match &options.ca_file {
             None => None,
-            Some(path) => Some(TlsCertificates {
-                client_tls: None,
-                root_cert: Some(std::fs::read(path).map_err(|source| ConnectError::CaFile {
-                    path: path.display().to_string(),
-                    source,
-                })?),
-            }),
+            Some(path) => Some(ca_bundle(path, &info)?),
         };
         let timeout = options.timeout;
         if options.cluster {
-            let mut builder = ClusterClient::builder([url])
+            let mut builder = ClusterClient::builder([info])
                 .connection_timeout(timeout)
                 // The cluster client retries a command on another node;
                 // this bounds each attempt, the outer bound the whole.
@@ -125,8 +102,8 @@ impl RedisConnection {
             return Ok(Self::over(inner, timeout));
         }
         let client = match certs {
-            None => redis::Client::open(url),
-            Some(certs) => redis::Client::build_with_tls(url, certs),
+            None => redis::Client::open(info),
+            Some(certs) => redis::Client::build_with_tls(info, certs),
         }
         .map_err(ConnectError::Client)?;
         let mut config = AsyncConnectionConfig::new()

@@ -31,6 +31,9 @@
 //!   `slot.rs` numbers the sockets and notes when each last answered);
 //! - `claimed.rs`: with replicas required, the socket each live claim went
 //!   to;
+//! - `setup.rs`: what can stop a connection from being set up
+//!   ([`ConnectError`]: the URL, the CA bundle), and the variable each
+//!   failure names;
 //! - `iam.rs`: ElastiCache IAM tokens.
 
 mod claimed;
@@ -39,6 +42,7 @@ mod encoding;
 mod iam;
 mod options;
 mod scripts;
+mod setup;
 mod slot;
 mod useless;
 
@@ -49,11 +53,12 @@ use std::time::Duration;
 use redis::{FromRedisValue, Script, Value};
 
 use claimed::ClaimedOn;
-pub use conn::{ConnectError, RedisConnection};
+pub use conn::RedisConnection;
 use encoding::{decode, encode, in_progress_prefix};
 pub use iam::IamAuth;
 pub use options::{RedisOptions, DEFAULT_REDIS_URL};
 use scripts::{CLAIM_CONFIRMED_LUA, CLAIM_LUA, COMPLETE, RELEASE, RENEW};
+pub use setup::ConnectError;
 
 use crate::settings::ConfigError;
 use crate::store::{IdempotencyStore, Phase, StoreError, StoredRecord};
@@ -86,10 +91,7 @@ impl RedisStore {
     /// different shards, which one `WAIT` does not cover.
     pub fn open(url: &str, options: RedisOptions) -> Result<Self, ConnectError> {
         if options.min_replicas > 0 && options.cluster {
-            return Err(ConnectError::Client(redis::RedisError::from((
-                redis::ErrorKind::InvalidClientConfig,
-                "min_replicas needs a standalone Redis, not cluster mode",
-            ))));
+            return Err(ConnectError::ReplicasInCluster);
         }
         // Unbounded: `call` bounds each call, reconnects and script
         // reloads included, by one timer.
@@ -118,11 +120,7 @@ impl RedisStore {
             .unwrap_or_else(|| DEFAULT_REDIS_URL.to_owned());
         let options = RedisOptions::from_env()?;
         options.validate_url(&url)?;
-        let bad = |var: &'static str, reason: String| ConfigError { var, reason };
-        Self::open(&url, options).map_err(|e| match e {
-            ConnectError::CaFile { .. } => bad("REDIS_CA_FILE", e.to_string()),
-            ConnectError::Client(_) => bad("REDIS_URL", e.to_string()),
-        })
+        Ok(Self::open(&url, options)?)
     }
 
     /// Connects and loads the store's scripts, so that the first request

@@ -20,7 +20,9 @@ pub struct RedisOptions {
     /// mode enabled). Default false. Env `REDIS_CLUSTER`.
     pub cluster: bool,
     /// A PEM CA bundle to trust for `rediss://` instead of the public
-    /// (webpki) roots. Default none. Env `REDIS_CA_FILE`.
+    /// (webpki) roots. Default none. Env `REDIS_CA_FILE`. Read and checked
+    /// when the store is opened: it must hold at least one certificate,
+    /// and the URL must be `rediss://`.
     pub ca_file: Option<std::path::PathBuf>,
     /// Replicas that must acknowledge a claim and a completion (`WAIT`)
     /// before they are acted on. Default 0. Env `REDIS_MIN_REPLICAS`.

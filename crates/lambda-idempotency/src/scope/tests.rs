@@ -176,3 +176,160 @@ fn scope_lists_parse_print_and_refuse_unknown_sources() {
         assert!(bad.parse::<ApiGatewayScope>().is_err(), "{bad:?}");
     }
 }
+
+/// Every source but `anonymous`, then `anonymous`: a request no source
+/// identifies gets the shared scope, one a source refuses gets none.
+const ALL_THEN_ANONYMOUS: &str = "jwt,authorizer,iam,api-key,anonymous";
+
+/// Authorizers (v2 `requestContext` fragments) that carry no identity at
+/// some level: missing, null or empty, down to the identity's own value.
+const V2_NO_IDENTITY: &[&str] = &[
+    "",
+    r#","authorizer":null"#,
+    r#","authorizer":{}"#,
+    r#","authorizer":{"jwt":null}"#,
+    r#","authorizer":{"jwt":{}}"#,
+    r#","authorizer":{"jwt":{"claims":null,"scopes":null}}"#,
+    r#","authorizer":{"jwt":{"claims":{},"scopes":[]}}"#,
+    r#","authorizer":{"lambda":null}"#,
+    r#","authorizer":{"lambda":{}}"#,
+    r#","authorizer":{"lambda":{"userId":null}}"#,
+    r#","authorizer":{"iam":null}"#,
+    r#","authorizer":{"iam":{}}"#,
+    r#","authorizer":{"iam":{"userArn":null,"cognitoIdentity":null}}"#,
+    r#","authorizer":{"jwt":{"claims":null},"lambda":null,"iam":null}"#,
+];
+
+/// The same for REST and HTTP API payload 1.0 events: (authorizer,
+/// identity) fragments. The second is AWS's documented 1.0 event for a
+/// route without an authorizer.
+const V1_NO_IDENTITY: &[(&str, &str)] = &[
+    ("", ""),
+    (r#","authorizer":null"#, ""),
+    (r#","authorizer":{}"#, ""),
+    (
+        r#","authorizer":{"claims":null,"scopes":null}"#,
+        r#""userArn":null"#,
+    ),
+    (r#","authorizer":{"claims":{},"scopes":null}"#, ""),
+    (r#","authorizer":{"claims":{"sub":null}}"#, ""),
+    (r#","authorizer":{"principalId":null}"#, ""),
+    (r#","authorizer":{"principalId":null,"claims":null}"#, ""),
+    (
+        "",
+        r#""userArn":null,"apiKeyId":null,"cognitoIdentityId":null"#,
+    ),
+];
+
+/// Named requests: v2 ones with each `requestContext` fragment, then REST
+/// (v1) ones with each (authorizer, identity) pair of fragments.
+fn requests(v2s: &[&str], v1s: &[(&str, &str)]) -> Vec<(String, Request)> {
+    let v2s = v2s.iter().map(|auth| (auth.to_string(), v2(auth)));
+    let v1s = v1s
+        .iter()
+        .map(|(auth, id)| (format!("v1 {auth} {id}"), v1(auth, id)));
+    v2s.chain(v1s).collect()
+}
+
+#[test]
+fn a_missing_null_or_empty_identity_falls_through_to_the_next_source_in_every_shape() {
+    for (name, req) in requests(V2_NO_IDENTITY, V1_NO_IDENTITY) {
+        assert_eq!(scope(&req), None, "refused without anonymous: {name}");
+        assert_eq!(
+            with(ALL_THEN_ANONYMOUS, &req).as_deref(),
+            Some("anonymous"),
+            "{name}"
+        );
+        for list in ["authorizer:userId,anonymous", "iam-role,anonymous"] {
+            assert_eq!(
+                with(list, &req).as_deref(),
+                Some("anonymous"),
+                "{list}: {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_present_identity_without_a_usable_value_is_refused_in_every_shape() {
+    let v2_refused = [
+        r#","authorizer":{"jwt":{"claims":{"iss":"i"},"scopes":null}}"#,
+        r#","authorizer":{"jwt":{"claims":{"sub":"","iss":"i"}}}"#,
+        r#","authorizer":{"iam":{"userArn":""}}"#,
+    ];
+    let v1_refused = [
+        (r#","authorizer":{"claims":{"iss":"i"},"scopes":null}"#, ""),
+        (r#","authorizer":{"claims":{"sub":null,"iss":"i"}}"#, ""),
+        (r#","authorizer":{"claims":{"sub":""},"scopes":null}"#, ""),
+        (r#","authorizer":{"principalId":""}"#, ""),
+        (
+            r#","authorizer":{"claims":null,"scopes":null}"#,
+            r#""userArn":"""#,
+        ),
+        ("", r#""apiKeyId":"""#),
+    ];
+    for (name, req) in requests(&v2_refused, &v1_refused) {
+        assert_eq!(with(ALL_THEN_ANONYMOUS, &req), None, "{name}");
+    }
+}
+
+#[test]
+fn http_api_payload_1_0_callers_are_identified_like_rest_ones() {
+    // The documented event's empty authorizer beside an IAM caller.
+    let iam = v1(
+        r#","authorizer":{"claims":null,"scopes":null}"#,
+        r#""userArn":"arn:aws:iam::1:user/x""#,
+    );
+    assert_eq!(scope(&iam).as_deref(), Some("iam:21:arn:aws:iam::1:user/x"));
+    // A JWT authorizer in payload 1.0: the claims beside null scopes.
+    let jwt = v1(
+        r#","authorizer":{"claims":{"sub":"u1","iss":"https://i"},"scopes":null}"#,
+        "",
+    );
+    assert_eq!(scope(&jwt).as_deref(), Some("jwt:9:https://iu1"));
+    // A REST Lambda authorizer's principal beside a null `claims`.
+    let principal = v1(r#","authorizer":{"principalId":"p","claims":null}"#, "");
+    assert_eq!(scope(&principal).as_deref(), Some("lambda:p"));
+}
+
+/// `req` as Lambda hands it over in `tenant` (none for `None`).
+fn in_tenant(req: Request, tenant: Option<&str>) -> Request {
+    let mut context = lambda_http::Context::default();
+    context.tenant_id = tenant.map(str::to_owned);
+    req.with_lambda_context(context)
+}
+
+#[test]
+fn a_lambda_tenant_is_part_of_every_scope_a_custom_one_included() {
+    let custom = |_: &Request| Some("everyone".to_owned());
+    let anonymous: ApiGatewayScope = "anonymous".parse().unwrap();
+    let default = ApiGatewayScope::default();
+    let scopes: [(&str, &dyn CallerScope); 3] = [
+        ("custom", &custom),
+        ("anonymous", &anonymous),
+        ("default", &default),
+    ];
+    let alice = r#","authorizer":{"jwt":{"claims":{"sub":"alice","iss":"i"}}}"#;
+    for (name, scope) in scopes {
+        let in_ = |tenant| caller_scope(scope, &in_tenant(v2(alice), tenant));
+        let (a, b, none) = (in_(Some("a")), in_(Some("b")), in_(None));
+        assert!(a.is_some() && b.is_some() && none.is_some(), "{name}");
+        assert_ne!(a, b, "{name}: two tenants");
+        assert_ne!(a, none, "{name}: a tenant and none");
+        assert_eq!(a, in_(Some("a")), "{name}: one tenant");
+        assert_eq!(
+            none,
+            scope.scope(&v2(alice)),
+            "{name}: no tenant, no change"
+        );
+    }
+    // A refused caller stays refused in a tenant.
+    assert_eq!(caller_scope(&default, &in_tenant(v2(""), Some("a"))), None);
+    // No tenant and caller pair imitates another.
+    let c = |_: &Request| Some("c".to_owned());
+    let bc = |_: &Request| Some("bc".to_owned());
+    assert_ne!(
+        caller_scope(&c, &in_tenant(v2(""), Some("ab"))),
+        caller_scope(&bc, &in_tenant(v2(""), Some("a")))
+    );
+}

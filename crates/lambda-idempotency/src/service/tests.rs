@@ -406,6 +406,84 @@ async fn an_optional_key_lets_keyless_requests_run_unprotected_and_records_nothi
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_optional_key_does_not_let_a_caller_without_identity_run_the_handler() {
+    let memory = store();
+    let settings = Settings {
+        key_required: false,
+        ..Settings::default()
+    };
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let strict = IdempotencyLayer::builder(SharedStore::new(Arc::clone(&memory)))
+        .settings(settings)
+        .build()
+        .layer(service_fn(move |_req: Request| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Error>(created(1)) }
+        }));
+    for req in [request(None, "{}"), keyed("k")] {
+        let refused = send(&strict, req).await;
+        assert_eq!(refused.status(), 403);
+        assert!(problem_type(&refused).ends_with("caller-unidentified"));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    assert!(memory.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_custom_scope_is_kept_within_each_lambda_tenant() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let svc = IdempotencyLayer::builder(SharedStore::new(store()))
+        .scope(|_: &Request| Some("everyone".to_owned()))
+        .build()
+        .layer(service_fn(move |_req: Request| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { Ok::<_, Error>(created(n)) }
+        }));
+    let in_tenant = |tenant: &str| {
+        let mut context = lambda_http::Context::default();
+        context.tenant_id = Some(tenant.to_owned());
+        lambda_http::RequestExt::with_lambda_context(keyed("k"), context)
+    };
+    let a = send(&svc, in_tenant("a")).await;
+    let b = send(&svc, in_tenant("b")).await;
+    let a_again = send(&svc, in_tenant("a")).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (201, 201));
+    assert!(!replayed(&b), "another tenant's key is not replayed");
+    assert!(replayed(&a_again));
+    assert_eq!(a_again.body(), a.body());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_request_without_a_key_is_not_told_to_retry_with_its_key() {
+    let settings = Settings {
+        key_required: false,
+        ..Settings::default()
+    };
+    let (svc, _) = layered(store(), settings, Duration::ZERO, |_| panic!("handler bug"));
+    let detail = |response: &Response<Body>| {
+        let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
+        json["detail"].as_str().unwrap().to_owned()
+    };
+    let unkeyed = send(&svc, request(None, "{}")).await;
+    assert_eq!(unkeyed.status(), 500);
+    assert!(problem_type(&unkeyed).ends_with("handler-failed"));
+    assert!(
+        !detail(&unkeyed).contains("Idempotency-Key"),
+        "{}",
+        detail(&unkeyed)
+    );
+    let keyed = send(&svc, keyed("k")).await;
+    assert!(
+        detail(&keyed).contains("same Idempotency-Key"),
+        "{}",
+        detail(&keyed)
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn methods_outside_the_configured_set_pass_straight_through() {
     let memory = store();
     let (svc, seen) = layered(

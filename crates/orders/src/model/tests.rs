@@ -150,7 +150,30 @@ fn an_unknown_member_is_named_by_an_escaped_excerpt() {
     let text = message(r#"{"pri\nce":1,"product":"x","quantity":1}"#);
     assert!(text.contains(r#""pri\nce""#), "{text}");
     let long = message(&format!(r#"{{"{}":1}}"#, "k".repeat(500)));
-    assert!(long.contains(&format!("{}…", "k".repeat(40))), "{long}");
+    assert!(long.contains(&format!("\"{}…\"", "k".repeat(40))), "{long}");
+    let exact = message(&format!(r#"{{"{}":1}}"#, "k".repeat(40)));
+    assert!(
+        exact.contains(&format!("\"{}\";", "k".repeat(40))),
+        "{exact}"
+    );
+}
+
+#[test]
+fn an_unknown_member_s_excerpt_is_at_most_40_characters_once_escaped() {
+    // Each escapes to 10, 5, 2 and 1 character(s).
+    for (one, escaped) in [
+        ('\u{10ffff}', r"\u{10ffff}"),
+        ('\u{1}', r"\u{1}"),
+        ('"', r#"\""#),
+        ('😀', "😀"),
+    ] {
+        let name = serde_json::to_string(&one.to_string().repeat(100)).unwrap();
+        let text = message(&format!("{{{name}:1}}"));
+        let fits = 40 / escaped.chars().count();
+        let shown = format!("\"{}…\"", escaped.repeat(fits));
+        assert!(text.contains(&shown), "{one:?}: {text}");
+    }
+    assert!(message(r#"{"it's":1}"#).contains(r#""it's""#));
 }
 
 #[test]

@@ -126,3 +126,62 @@ pub fn order_event(key: &str, body: &str) -> Value {
         Some(body),
     )
 }
+
+/// The request of `event`, an HTTP API event as [`v2_event`] makes them, as
+/// a REST API sends it (payload 1.0: `headers` and `multiValueHeaders`,
+/// `httpMethod`, `path`, stage `prod`, the path as the matched resource so
+/// that it routes as before); `None` when `event` is not such an event (a
+/// test broke its shape on purpose).
+pub fn as_rest_event(event: &Value) -> Option<Value> {
+    let path = event["rawPath"].as_str()?;
+    let method = event["requestContext"]["http"]["method"].as_str()?;
+    let headers = event["headers"].as_object()?;
+    if headers.values().any(|v| !v.is_string())
+        || !(event["body"].is_string() || event["body"].is_null())
+    {
+        return None;
+    }
+    let multi: Map<String, Value> = headers
+        .iter()
+        .map(|(name, value)| (name.clone(), json!([value])))
+        .collect();
+    Some(json!({
+        "resource": path,
+        "path": path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": multi,
+        "queryStringParameters": null,
+        "multiValueQueryStringParameters": null,
+        "pathParameters": null,
+        "stageVariables": null,
+        "requestContext": {
+            "accountId": "123456789012",
+            "resourceId": "x1y2z3",
+            "stage": "prod",
+            "requestId": uuid::Uuid::new_v4().to_string(),
+            "identity": { "sourceIp": SOURCE_IP, "userAgent": USER_AGENT },
+            "path": format!("/prod{path}"),
+            "resourcePath": path,
+            "httpMethod": method,
+            "apiId": "abc123",
+            "protocol": "HTTP/1.1",
+            "domainName": DOMAIN
+        },
+        "body": event["body"],
+        "isBase64Encoded": event["isBase64Encoded"].as_bool().unwrap_or(false)
+    }))
+}
+
+/// `event`, an HTTP API event, as a function URL sends it (the same payload
+/// 2.0, from a `lambda-url` domain); `None` when it has no request context.
+pub fn as_function_url_event(event: &Value) -> Option<Value> {
+    let mut event = event.clone();
+    let context = event.get_mut("requestContext")?.as_object_mut()?;
+    context.insert(
+        "domainName".into(),
+        json!("a1b2c3.lambda-url.eu-west-1.on.aws"),
+    );
+    context.insert("domainPrefix".into(), json!("a1b2c3"));
+    Some(event)
+}

@@ -28,6 +28,8 @@ const FUNCTION_ARN: &str = "arn:aws:lambda:eu-west-1:123456789012:function:idemp
 pub(super) struct Job {
     pub event: Vec<u8>,
     pub deadline_in: Duration,
+    /// The Lambda tenant it runs in (`Lambda-Runtime-Aws-Tenant-Id`), if any.
+    pub tenant: Option<String>,
     pub reply: oneshot::Sender<Finished>,
 }
 
@@ -106,12 +108,19 @@ impl Endpoint {
         }
     }
 
-    /// Queues an invocation; the next `/next` call takes it.
-    pub fn submit(&self, event: Vec<u8>, deadline_in: Duration) -> oneshot::Receiver<Finished> {
+    /// Queues an invocation, in `tenant` if given; the next `/next` call
+    /// takes it.
+    pub fn submit(
+        &self,
+        event: Vec<u8>,
+        deadline_in: Duration,
+        tenant: Option<String>,
+    ) -> oneshot::Receiver<Finished> {
         let (reply, rx) = oneshot::channel();
         let job = Job {
             event,
             deadline_in,
+            tenant,
             reply,
         };
         // The receiver lives as long as `self`: sending cannot fail.
@@ -295,7 +304,7 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
         .unwrap_or_default()
         + job.deadline_in;
     let deadline = deadline.as_millis().to_string();
-    let headers = [
+    let mut headers = vec![
         ("lambda-runtime-aws-request-id", id.as_str()),
         ("lambda-runtime-deadline-ms", deadline.as_str()),
         ("lambda-runtime-invoked-function-arn", FUNCTION_ARN),
@@ -303,6 +312,10 @@ async fn next(stream: &mut TcpStream, buf: &mut Vec<u8>, endpoint: &Endpoint) ->
         ("lambda-runtime-invocation-id", invocation.as_str()),
         ("content-type", "application/json"),
     ];
+    // Sent only under tenant isolation mode.
+    if let Some(tenant) = &job.tenant {
+        headers.push(("lambda-runtime-aws-tenant-id", tenant.as_str()));
+    }
     let answer = reply(200, &headers, &job.event);
     let in_flight = InFlight {
         handed_out: Instant::now(),
