@@ -175,7 +175,7 @@ where
     // which would find it and answer 409.
     let first = |key, owner| release_once(store, key, owner, c.deadline);
     shared.give_backs.before_claim(&c.key, first).await;
-    let lease = settings.lease();
+    let lease = settings.claim_lease();
     let started = Instant::now();
     let payload = in_progress_payload(&c.fingerprint, now_ms() + millis(lease));
     let claimed = bounded(
@@ -380,7 +380,7 @@ async fn bounded<T, St: IdempotencyStore>(
 /// Queues our claim on `key` to be given back (see `giveback.rs`), and
 /// starts the background task that sends it.
 fn give_back<St: IdempotencyStore>(shared: &Arc<Shared<St>>, key: &StoreKey, owner: &OwnerToken) {
-    shared.give_backs.push(key, owner, shared.settings.lease());
+    shared.give_backs.push(key, owner, shared.settings.claim_lease());
     let task = Arc::clone(shared);
     shared.give_backs.spawn(move |key, owner| {
         let shared = Arc::clone(&task);

@@ -167,7 +167,7 @@ impl Settings {
     }
 
     /// The lease of a claim. Never zero (`PX 0` is an error in Redis).
-    pub(crate) fn lease(&self) -> Duration {
+    pub(crate) fn claim_lease(&self) -> Duration {
         self.lease.max(Duration::from_millis(1))
     }
 
@@ -339,12 +339,12 @@ mod tests {
 
     #[test]
     fn the_lease_is_three_seconds_whatever_the_deadline() {
-        assert_eq!(Settings::default().lease(), Duration::from_secs(3));
+        assert_eq!(Settings::default().claim_lease(), Duration::from_secs(3));
         let zero = Settings {
             lease: Duration::ZERO,
             ..Settings::default()
         };
-        assert_eq!(zero.lease(), Duration::from_millis(1), "never PX 0");
+        assert_eq!(zero.claim_lease(), Duration::from_millis(1), "never PX 0");
     }
 
     #[test]
