@@ -97,7 +97,7 @@ impl<St: IdempotencyStore> Lease<'_, St> {
     /// third of a lease later: it may have taken a whole `REDIS_TIMEOUT_MS`
     /// to fail.
     async fn heartbeat(&self) -> Infallible {
-        let lease = self.settings.lease();
+        let lease = self.settings.claim_lease();
         let mut failed = false;
         loop {
             let pause = if failed { MIN_HEARTBEAT } else { lease / 3 };
