@@ -76,14 +76,9 @@ impl Config {
         if set("IDEMPOTENCY_MAX_REQUEST_BYTES").is_none() {
             settings.max_request_bytes = DEFAULT_MAX_REQUEST_BYTES;
         }
-        let scope = match set("IDEMPOTENCY_SCOPE") {
-            None => ApiGatewayScope::default(),
-            Some(list) => list
-                .parse()
-                .map_err(|e: lambda_idempotency::ScopeParseError| {
-                    error("IDEMPOTENCY_SCOPE", e.to_string())
-                })?,
-        };
+        // Read by Settings::from_lookup, as any function using the layer
+        // reads it; kept here too for the order owner (src/app.rs).
+        let scope = settings.scope.clone();
         let connect_at_init = match set("REDIS_CONNECT_AT_INIT")
             .map(|v| v.trim().to_ascii_lowercase())
             .as_deref()

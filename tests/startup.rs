@@ -159,12 +159,43 @@ fn every_other_bad_value_stops_start_up_naming_its_variable() {
             vec![("IDEMPOTENCY_METHODS", "PATCH")],
         ),
         (
-            "IDEMPOTENCY_LEASE_CAP_SECS",
-            vec![("IDEMPOTENCY_LEASE_CAP_SECS", "2")],
+            "IDEMPOTENCY_LEASE_SECS",
+            vec![("IDEMPOTENCY_LEASE_SECS", "2")],
+        ),
+        (
+            "IDEMPOTENCY_FINGERPRINT_IGNORE",
+            vec![("IDEMPOTENCY_FINGERPRINT_IGNORE", "/client_ts,meta")],
+        ),
+        (
+            "IDEMPOTENCY_KEY_HEADER",
+            vec![("IDEMPOTENCY_KEY_HEADER", "")],
+        ),
+        (
+            "IDEMPOTENCY_KEY_HEADER",
+            vec![("IDEMPOTENCY_KEY_HEADER", "Idempotency Key")],
+        ),
+        (
+            "IDEMPOTENCY_LOCAL_CACHE_BYTES",
+            vec![("IDEMPOTENCY_LOCAL_CACHE_BYTES", "64k")],
         ),
     ] {
         assert_stops_naming(var, &vars);
     }
+}
+
+#[test]
+fn a_retired_lease_variable_is_named_in_a_warning_and_does_not_stop_start_up() {
+    let (code, text) = start_up(&[("IDEMPOTENCY_LEASE_CAP_SECS", "2")]);
+    assert!(
+        text.contains("IDEMPOTENCY_LEASE_CAP_SECS is no longer read"),
+        "{text}"
+    );
+    assert!(!text.contains("invalid configuration"), "{text}");
+    let (good, control) = start_up(&[]);
+    assert_eq!(
+        code, good,
+        "stops where a good configuration stops: {text}\n{control}"
+    );
 }
 
 #[test]

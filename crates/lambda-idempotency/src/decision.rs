@@ -77,6 +77,7 @@ mod tests {
 
     fn record(body: &str, owner: &str, state: RecordState) -> Record {
         Record {
+            expires_ms: None,
             fingerprint: fp(body),
             owner: OwnerToken::from(owner.to_owned()),
             state,

@@ -96,6 +96,11 @@ fn canonical_media_type(content_type: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
+/// `Some(())` when a `Content-Type` names JSON.
+pub(crate) fn is_json(content_type: &str) -> Option<()> {
+    json_media_type(content_type).map(|_| ())
+}
+
 /// The canonical media type when it names JSON (`application/json`,
 /// `*/*+json`).
 fn json_media_type(content_type: &str) -> Option<String> {

@@ -6,14 +6,11 @@
 //! SDKs, curl users) send the bare token (`abc`). Both are accepted and mean
 //! the same key.
 
-use lambda_http::http::HeaderMap;
+use lambda_http::http::{HeaderMap, HeaderName};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::ExecutionId;
-
-/// Header carrying the client's key.
-pub(crate) const HEADER: &str = "idempotency-key";
 
 /// Longest key accepted, in characters (Stripe's limit).
 pub(crate) const MAX_LEN: usize = 255;
@@ -46,9 +43,12 @@ pub(crate) enum KeyError {
 pub(crate) struct IdempotencyKey(String);
 
 impl IdempotencyKey {
-    /// Reads the key from request headers: `Ok(None)` when absent.
-    pub(crate) fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, KeyError> {
-        let mut values = headers.get_all(HEADER).iter();
+    /// Reads the key from the request's `header`: `Ok(None)` when absent.
+    pub(crate) fn from_headers(
+        headers: &HeaderMap,
+        header: &HeaderName,
+    ) -> Result<Option<Self>, KeyError> {
+        let mut values = headers.get_all(header).iter();
         let Some(first) = values.next() else {
             return Ok(None);
         };
@@ -220,15 +220,28 @@ mod tests {
 
     #[test]
     fn two_headers_are_refused_and_none_is_absent() {
+        let header = HeaderName::from_static("idempotency-key");
         let mut headers = HeaderMap::new();
-        assert_eq!(IdempotencyKey::from_headers(&headers), Ok(None));
-        headers.append(HEADER, HeaderValue::from_static("a"));
-        assert!(IdempotencyKey::from_headers(&headers).unwrap().is_some());
-        headers.append(HEADER, HeaderValue::from_static("b"));
+        assert_eq!(IdempotencyKey::from_headers(&headers, &header), Ok(None));
+        headers.append(&header, HeaderValue::from_static("a"));
+        assert!(IdempotencyKey::from_headers(&headers, &header)
+            .unwrap()
+            .is_some());
+        headers.append(&header, HeaderValue::from_static("b"));
         assert_eq!(
-            IdempotencyKey::from_headers(&headers),
+            IdempotencyKey::from_headers(&headers, &header),
             Err(KeyError::Multiple)
         );
+    }
+
+    #[test]
+    fn the_key_is_read_from_the_header_named_whatever_its_case() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-request-key", HeaderValue::from_static("a"));
+        headers.append("idempotency-key", HeaderValue::from_static("b"));
+        let header = HeaderName::from_bytes(b"X-Request-Key").unwrap();
+        let key = IdempotencyKey::from_headers(&headers, &header).unwrap();
+        assert_eq!(key.unwrap().as_str(), "a");
     }
 
     #[test]

@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use lambda_http::tower::Layer;
 
+use crate::cache::LocalCache;
 use crate::giveback::GiveBacks;
 use crate::metrics::{DeferredLines, Emf};
+use crate::pointer::JsonPointer;
 use crate::rules::{DefaultStoreRule, StoreRule};
-use crate::scope::{ApiGatewayScope, CallerScope};
+use crate::scope::CallerScope;
 use crate::service::Idempotency;
 use crate::settings::Settings;
+use lambda_http::http::HeaderName;
 
 /// Everything the services of one layer share.
 pub(crate) struct Shared<St> {
@@ -23,6 +26,8 @@ pub(crate) struct Shared<St> {
     pub(crate) emf: Option<Emf>,
     /// Claims a failure may have left behind, to give back.
     pub(crate) give_backs: Arc<GiveBacks>,
+    /// Completed records kept in memory, when the settings ask for it.
+    pub(crate) cache: Option<LocalCache>,
 }
 
 /// Wraps services in [`Idempotency`], sharing one store and its settings.
@@ -34,13 +39,14 @@ pub struct IdempotencyLayer<St> {
 }
 
 impl<St> IdempotencyLayer<St> {
-    /// A builder over `store`, with the default settings, scope
-    /// ([`ApiGatewayScope::default`]) and store rule ([`DefaultStoreRule`]).
+    /// A builder over `store`, with the default settings (and so the
+    /// default scope, [`ApiGatewayScope::default`]) and store rule
+    /// ([`DefaultStoreRule`]).
     pub fn builder(store: St) -> IdempotencyLayerBuilder<St> {
         IdempotencyLayerBuilder {
             store,
             settings: Settings::default(),
-            scope: Box::new(ApiGatewayScope::default()),
+            scope: None,
             rule: Box::new(DefaultStoreRule),
             deferred: None,
         }
@@ -68,7 +74,8 @@ impl<S, St> Layer<S> for IdempotencyLayer<St> {
 pub struct IdempotencyLayerBuilder<St> {
     store: St,
     settings: Settings,
-    scope: Box<dyn CallerScope>,
+    /// A scope of the caller's own, instead of [`Settings::scope`].
+    scope: Option<Box<dyn CallerScope>>,
     rule: Box<dyn StoreRule>,
     deferred: Option<DeferredLines>,
 }
@@ -80,10 +87,47 @@ impl<St> IdempotencyLayerBuilder<St> {
         self
     }
 
-    /// Replaces the caller scope (default: [`ApiGatewayScope::default`],
-    /// which refuses callers without an identity).
+    /// Replaces the caller scope (default: [`Settings::scope`], read from
+    /// `IDEMPOTENCY_SCOPE` by [`Settings::from_env`]; without it
+    /// [`ApiGatewayScope::default`], which refuses callers without an
+    /// identity), whatever the settings say.
     pub fn scope(mut self, scope: impl CallerScope) -> Self {
-        self.scope = Box::new(scope);
+        self.scope = Some(Box::new(scope));
+        self
+    }
+
+    /// Takes the key from `header` instead of `Idempotency-Key`
+    /// ([`Settings::key_header`]).
+    pub fn key_header(mut self, header: HeaderName) -> Self {
+        self.settings.key_header = header;
+        self
+    }
+
+    /// Leaves these members of a JSON body out of the fingerprint
+    /// ([`Settings::fingerprint_ignore`]): a client timestamp, a trace id.
+    ///
+    /// ```
+    /// use lambda_idempotency::{IdempotencyLayer, JsonPointer, MemoryStore};
+    ///
+    /// let ignored: Vec<JsonPointer> = ["/client_ts", "/meta/trace_id"]
+    ///     .iter()
+    ///     .map(|p| p.parse())
+    ///     .collect::<Result<_, _>>()?;
+    /// let layer = IdempotencyLayer::builder(MemoryStore::new())
+    ///     .fingerprint_ignore(ignored)
+    ///     .build();
+    /// # let _ = layer;
+    /// # Ok::<(), lambda_idempotency::PointerParseError>(())
+    /// ```
+    pub fn fingerprint_ignore(mut self, pointers: impl IntoIterator<Item = JsonPointer>) -> Self {
+        self.settings.fingerprint_ignore = pointers.into_iter().collect();
+        self
+    }
+
+    /// Keeps up to `bytes` of completed records in this process's memory
+    /// ([`Settings::local_cache_bytes`]); `0` turns the cache off.
+    pub fn local_cache_bytes(mut self, bytes: usize) -> Self {
+        self.settings.local_cache_bytes = bytes;
         self
     }
 
@@ -112,14 +156,20 @@ impl<St> IdempotencyLayerBuilder<St> {
             .metrics_namespace
             .as_deref()
             .map(|namespace| Emf::new(namespace, &function, self.deferred));
+        let scope = self
+            .scope
+            .unwrap_or_else(|| Box::new(self.settings.scope.clone()));
+        let cache = (self.settings.local_cache_bytes > 0)
+            .then(|| LocalCache::new(self.settings.local_cache_bytes));
         IdempotencyLayer {
             shared: Arc::new(Shared {
                 store: self.store,
                 settings: self.settings,
-                scope: self.scope,
+                scope,
                 rule: self.rule,
                 emf,
                 give_backs: Arc::default(),
+                cache,
             }),
         }
     }

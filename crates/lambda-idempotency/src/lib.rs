@@ -86,6 +86,7 @@
 #![deny(missing_docs)]
 
 mod apigw;
+mod cache;
 mod decision;
 mod error;
 mod execution;
@@ -98,6 +99,7 @@ mod layer;
 mod memory_store;
 mod metrics;
 mod outcome;
+mod pointer;
 mod problem;
 mod record;
 mod redis_store;
@@ -115,6 +117,7 @@ pub use key::StoreKey;
 pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
 pub use metrics::{DeferredLines, InvocationIds};
+pub use pointer::{JsonPointer, PointerParseError};
 pub use problem::ProblemType;
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,

@@ -149,7 +149,17 @@ impl<'a, St> Tally<'a, St> {
         outcome: Outcome,
         key: Option<&StoreKey>,
     ) -> Response<Body> {
-        let base = &self.shared.settings.problem_type_base;
-        self.finish(outcome, key, error.to_problem().into_response(base))
+        let settings = &self.shared.settings;
+        let mut problem = error.to_problem();
+        let header = settings.key_header_label();
+        if header != "Idempotency-Key" {
+            // Details name the default header: name the one configured.
+            problem.detail = problem.detail.replace("Idempotency-Key", header);
+        }
+        self.finish(
+            outcome,
+            key,
+            problem.into_response(&settings.problem_type_base),
+        )
     }
 }

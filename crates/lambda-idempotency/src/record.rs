@@ -7,10 +7,17 @@
 //!
 //! ```text
 //! in progress: 0x01 | fingerprint (32) | lease end, epoch ms (u64 BE)
-//! completed:   0x01 | fingerprint (32) | status (u16 BE) | body kind (1)
-//!              | header count (u16 BE) | { name len (u16 BE) | name
-//!              | value len (u32 BE) | value }* | body (the rest)
+//! completed:   0x01 | fingerprint (32) | response
+//!          or  0x02 | fingerprint (32) | expiry, epoch ms (u64 BE) | response
+//! response:    status (u16 BE) | body kind (1) | header count (u16 BE)
+//!              | { name len (u16 BE) | name | value len (u32 BE) | value }*
+//!              | body (the rest)
 //! ```
+//!
+//! A completed record carries its expiry (version 2) only when the layer
+//! keeps a local cache, which needs it to know how long a record it read is
+//! valid. Version 1 stays the default so that an earlier version of the
+//! layer, still running during a deploy, can read every record written.
 
 use lambda_http::http::{HeaderName, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
@@ -23,6 +30,8 @@ use crate::OwnerToken;
 pub(crate) const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 const VERSION: u8 = 1;
+/// A completed record that carries its expiry.
+const VERSION_WITH_EXPIRY: u8 = 2;
 
 /// Headers never stored for replay: they belong to one request or one
 /// client session, not to the outcome of the operation.
@@ -43,6 +52,8 @@ pub(crate) struct Record {
     pub(crate) owner: OwnerToken,
     pub(crate) fingerprint: Fingerprint,
     pub(crate) state: RecordState,
+    /// A completed record's expiry (epoch ms), when it carries one.
+    pub(crate) expires_ms: Option<u64>,
 }
 
 /// The phase-specific part of a record.
@@ -58,21 +69,35 @@ impl Record {
     /// Decodes a record a store returned.
     pub(crate) fn decode(stored: StoredRecord) -> Result<Self, StoreError> {
         let mut reader = Reader::new(&stored.payload);
-        if reader.u8()? != VERSION {
-            return Err(corrupt("unknown record version"));
-        }
+        let version = reader.u8()?;
         let fingerprint = Fingerprint::from_bytes(reader.array()?);
-        let state = match stored.phase {
-            Phase::InProgress => RecordState::InProgress {
+        let mut expires_ms = None;
+        let state = match (stored.phase, version) {
+            (Phase::InProgress, VERSION) => RecordState::InProgress {
                 lease_end_ms: reader.u64()?,
             },
-            Phase::Completed => RecordState::Completed(StoredResponse::decode(reader)?),
+            (Phase::Completed, VERSION | VERSION_WITH_EXPIRY) => {
+                if version == VERSION_WITH_EXPIRY {
+                    expires_ms = Some(reader.u64()?);
+                }
+                RecordState::Completed(StoredResponse::decode(reader)?)
+            }
+            _ => return Err(corrupt("unknown record version")),
         };
         Ok(Self {
             owner: stored.owner,
             fingerprint,
             state,
+            expires_ms,
         })
+    }
+
+    /// Bytes the record holds: its response's headers and body.
+    pub(crate) fn size(&self) -> usize {
+        match &self.state {
+            RecordState::InProgress { .. } => 0,
+            RecordState::Completed(response) => response.size(),
+        }
     }
 }
 
@@ -124,16 +149,29 @@ impl StoredResponse {
         }
     }
 
-    /// The payload of a completed record holding this response.
-    pub(crate) fn encode(&self, fingerprint: &Fingerprint) -> Vec<u8> {
+    /// Bytes of its headers and body.
+    pub(crate) fn size(&self) -> usize {
+        let headers: usize = self.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+        headers + self.body.len()
+    }
+
+    /// The payload of a completed record holding this response, carrying
+    /// its expiry (epoch ms) if given.
+    pub(crate) fn encode(&self, fingerprint: &Fingerprint, expires_ms: Option<u64>) -> Vec<u8> {
         let headers_len: usize = self
             .headers
             .iter()
             .map(|(n, v)| 6 + n.len() + v.len())
             .sum();
-        let mut out = Vec::with_capacity(38 + headers_len + self.body.len());
-        out.push(VERSION);
+        let mut out = Vec::with_capacity(46 + headers_len + self.body.len());
+        match expires_ms {
+            None => out.push(VERSION),
+            Some(_) => out.push(VERSION_WITH_EXPIRY),
+        }
         out.extend_from_slice(fingerprint.as_bytes());
+        if let Some(expires_ms) = expires_ms {
+            out.extend_from_slice(&expires_ms.to_be_bytes());
+        }
         out.extend_from_slice(&self.status.to_be_bytes());
         out.push(match self.body_kind {
             BodyKind::Empty => b'e',
@@ -285,7 +323,8 @@ mod tests {
     #[test]
     fn a_completed_record_round_trips_status_headers_and_exact_body() {
         let captured = StoredResponse::capture(&response());
-        let record = Record::decode(stored(Phase::Completed, captured.encode(&fp()))).unwrap();
+        let record =
+            Record::decode(stored(Phase::Completed, captured.encode(&fp(), None))).unwrap();
         assert_eq!(record.fingerprint, fp());
         let RecordState::Completed(decoded) = record.state else {
             panic!("not completed")
@@ -297,6 +336,25 @@ mod tests {
         assert_eq!(replayed.headers()["x-custom"].as_bytes(), b"a:b\xe9");
         assert_eq!(replayed.headers()[REPLAYED_HEADER], "true");
         assert_eq!(replayed.body(), &Body::Text(r#"{"ok":true}"#.to_owned()));
+    }
+
+    #[test]
+    fn a_completed_record_carries_its_expiry_only_when_asked_and_both_forms_read() {
+        let captured = StoredResponse::capture(&response());
+        let plain = captured.encode(&fp(), None);
+        let dated = captured.encode(&fp(), Some(1_796_000_000_000));
+        assert_eq!(plain[0], VERSION, "what earlier versions read");
+        assert_eq!(dated[0], VERSION_WITH_EXPIRY);
+        assert_eq!(dated.len(), plain.len() + 8);
+        let plain = Record::decode(stored(Phase::Completed, plain)).unwrap();
+        let dated = Record::decode(stored(Phase::Completed, dated)).unwrap();
+        assert_eq!(plain.expires_ms, None);
+        assert_eq!(dated.expires_ms, Some(1_796_000_000_000));
+        assert_eq!(plain.state, dated.state);
+        // An in-progress record of the dated version is not one we wrote.
+        let mut odd = in_progress_payload(&fp(), 42);
+        odd[0] = VERSION_WITH_EXPIRY;
+        assert!(Record::decode(stored(Phase::InProgress, odd)).is_err());
     }
 
     #[test]
@@ -333,7 +391,7 @@ mod tests {
 
     #[test]
     fn truncated_or_foreign_payloads_are_corrupt_not_a_panic() {
-        let full = StoredResponse::capture(&response()).encode(&fp());
+        let full = StoredResponse::capture(&response()).encode(&fp(), None);
         for cut in 0..40 {
             let result = Record::decode(stored(Phase::Completed, full[..cut].to_vec()));
             assert!(matches!(result, Err(StoreError::Corrupt(_))), "cut {cut}");

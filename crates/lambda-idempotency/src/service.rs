@@ -18,15 +18,18 @@ use lambda_http::tower::Service;
 use lambda_http::{Body, BoxFuture, IntoResponse, Request, RequestExt, Response};
 
 use crate::apigw::route_identity;
+use crate::cache::LocalCache;
 use crate::decision::{decide, NextAction};
 use crate::error::{IdempotencyError, StoreFailure};
-use crate::fingerprint::Fingerprint;
+use crate::fingerprint::{is_json, Fingerprint};
 use crate::key::{IdempotencyKey, KeyError};
 use crate::layer::Shared;
 use crate::outcome::{Outcome, Tally};
-use crate::record::{in_progress_payload, Record, StoredResponse};
+use crate::pointer;
+use crate::record::{in_progress_payload, Record, RecordState, StoredResponse};
 use crate::run::{millis, now_ms, run_handler, time_left, Lease};
 use crate::scope::caller_scope;
+use crate::settings::Settings;
 use crate::store::{IdempotencyStore, StoreError};
 use crate::{OwnerToken, StoreKey};
 
@@ -117,7 +120,7 @@ where
             None,
         );
     }
-    let key = match IdempotencyKey::from_headers(req.headers()) {
+    let key = match IdempotencyKey::from_headers(req.headers(), &settings.key_header) {
         Ok(None) if settings.key_required => {
             return tally.reject(KeyError::Missing.into(), Outcome::MissingKey, None)
         }
@@ -130,15 +133,18 @@ where
         return tally.reject(IdempotencyError::Unidentified, Outcome::Unidentified, None);
     };
     let Some(key) = key else {
-        tracing::warn!("no Idempotency-Key header: running the request without protection");
+        tracing::warn!(
+            header = settings.key_header_label(),
+            "no idempotency key header: running the request without protection"
+        );
         let response = tally.time(run_handler(inner, req)).await;
         return tally.finish_handled(Outcome::Unprotected, None, response);
     };
-    let claimant = claimant(&req, &settings.key_prefix, &scope, &key);
+    let claimant = claimant(&req, settings, &scope, &key);
     claim_and_run(inner, shared, tally, req, claimant).await
 }
 
-fn claimant(req: &Request, prefix: &str, scope: &str, key: &IdempotencyKey) -> Claimant {
+fn claimant(req: &Request, settings: &Settings, scope: &str, key: &IdempotencyKey) -> Claimant {
     let method = req.method().as_str();
     let path = route_identity(req);
     let content_type = req
@@ -146,9 +152,18 @@ fn claimant(req: &Request, prefix: &str, scope: &str, key: &IdempotencyKey) -> C
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let query = req.uri().query();
+    // Members the settings leave out of the fingerprint: their values
+    // blanked (JSON bodies only; anything else is fingerprinted as sent).
+    let ignored = match &settings.fingerprint_ignore[..] {
+        [] => None,
+        pointers => content_type
+            .and_then(is_json)
+            .and_then(|()| pointer::without(req.body(), pointers)),
+    };
+    let body = ignored.as_deref().unwrap_or(req.body());
     Claimant {
-        key: StoreKey::derive(prefix, scope, method, &path, key),
-        fingerprint: Fingerprint::compute(method, &path, query, content_type, req.body()),
+        key: StoreKey::derive(&settings.key_prefix, scope, method, &path, key),
+        fingerprint: Fingerprint::compute(method, &path, query, content_type, body),
         owner: OwnerToken::generate(),
         deadline: invocation_deadline(req),
     }
@@ -170,6 +185,21 @@ where
 {
     let settings = &shared.settings;
     let store = &shared.store;
+    let cached = shared.cache.as_ref().and_then(|cache| cache.get(&c.key));
+    if let Some(record) = cached {
+        let retry_after = settings.in_progress_retry_after;
+        match decide(
+            Some(record),
+            &c.fingerprint,
+            &c.owner,
+            now_ms(),
+            retry_after,
+        ) {
+            // A completed record never asks for an execution.
+            NextAction::Execute => {}
+            action => return answer(tally, &c.key, action),
+        }
+    }
     // A claim on this key an earlier invocation could not give back (its
     // sandbox was frozen, or the store was away): before our own claim,
     // which would find it and answer 409.
@@ -198,7 +228,12 @@ where
             .map_err(StoreFailure::from)
     });
     let existing = match existing {
-        Ok(existing) => existing,
+        Ok(existing) => {
+            if let (Some(cache), Some(record)) = (&shared.cache, &existing) {
+                remember(cache, &c.key, record.clone());
+            }
+            existing
+        }
         Err(source) => {
             return tally.reject(
                 unavailable(settings, &c.key, source),
@@ -222,36 +257,50 @@ where
         let error = unavailable(settings, &c.key, StoreFailure::LateClaim(took));
         return tally.reject(error, Outcome::StoreError, Some(&c.key));
     }
+    if action != NextAction::Execute {
+        return answer(tally, &c.key, action);
+    }
+    req.extensions_mut().insert(c.key.execution_id());
+    let held = Lease {
+        store,
+        settings,
+        key: &c.key,
+        owner: &c.owner,
+        fingerprint: &c.fingerprint,
+    };
+    // Boxed: the handler's future is large, and a replay or a rejection,
+    // which never runs it, should not carry (and move) its space.
+    Box::pin(async {
+        let response = tally.time(held.hold(run_handler(inner, req))).await;
+        settle(shared, tally, &c, response).await
+    })
+    .await
+}
+
+/// The answer to a request whose record decided it: a replay, `409` or
+/// `422`. (An execution is [`claim_and_run`]'s own.)
+fn answer<St: IdempotencyStore>(
+    tally: Tally<'_, St>,
+    key: &StoreKey,
+    action: NextAction,
+) -> Response<Body> {
     match action {
-        NextAction::Replay(stored) => {
-            tally.finish(Outcome::Replayed, Some(&c.key), stored.replay())
-        }
+        NextAction::Replay(stored) => tally.finish(Outcome::Replayed, Some(key), stored.replay()),
         NextAction::InProgress { retry_after_secs } => tally.reject(
             IdempotencyError::InProgress { retry_after_secs },
             Outcome::InProgress,
-            Some(&c.key),
+            Some(key),
         ),
-        NextAction::Mismatch => {
-            tally.reject(IdempotencyError::Mismatch, Outcome::Mismatch, Some(&c.key))
+        NextAction::Mismatch | NextAction::Execute => {
+            tally.reject(IdempotencyError::Mismatch, Outcome::Mismatch, Some(key))
         }
-        NextAction::Execute => {
-            req.extensions_mut().insert(c.key.execution_id());
-            let held = Lease {
-                store,
-                settings,
-                key: &c.key,
-                owner: &c.owner,
-                fingerprint: &c.fingerprint,
-            };
-            // Boxed: the handler's future is large, and a replay or a
-            // rejection, which never runs it, should not carry (and move)
-            // its space.
-            Box::pin(async {
-                let response = tally.time(held.hold(run_handler(inner, req))).await;
-                settle(shared, tally, &c, response).await
-            })
-            .await
-        }
+    }
+}
+
+/// Keeps a completed record that carries its expiry in the local cache.
+fn remember(cache: &LocalCache, key: &StoreKey, record: Record) {
+    if let (RecordState::Completed(_), Some(expires_ms)) = (&record.state, record.expires_ms) {
+        cache.put(key, record, expires_ms);
     }
 }
 
@@ -273,7 +322,13 @@ async fn settle<St: IdempotencyStore>(
         release(shared, &c.key, &c.owner, c.deadline).await;
         return tally.finish(Outcome::Released, Some(&c.key), response);
     }
-    let payload = StoredResponse::capture(&response).encode(&c.fingerprint);
+    let captured = StoredResponse::capture(&response);
+    // With a local cache, the record carries its expiry (see record.rs).
+    let expires_ms = shared
+        .cache
+        .as_ref()
+        .map(|_| now_ms() + millis(shared.settings.retention));
+    let payload = captured.encode(&c.fingerprint, expires_ms);
     let limit = shared.settings.max_record_bytes;
     if payload.len() > limit {
         tracing::error!(
@@ -287,7 +342,18 @@ async fn settle<St: IdempotencyStore>(
         return tally.finish(Outcome::Released, Some(&c.key), response);
     }
     match complete(shared, c, &payload).await {
-        Ok(()) => tally.finish(Outcome::Executed, Some(&c.key), response),
+        Ok(written) => {
+            if let (Some(cache), true) = (&shared.cache, written) {
+                let record = Record {
+                    owner: c.owner.clone(),
+                    fingerprint: c.fingerprint,
+                    state: RecordState::Completed(captured),
+                    expires_ms,
+                };
+                remember(cache, &c.key, record);
+            }
+            tally.finish(Outcome::Executed, Some(&c.key), response)
+        }
         // Not confirmed: the handler's writes may be on the primary only,
         // and could vanish in a failover. Answer nothing a failover could
         // contradict.
@@ -396,12 +462,12 @@ fn invocation_deadline(req: &Request) -> Option<SystemTime> {
 }
 
 /// Stores the completed record, retrying a failed attempt within the time
-/// left.
+/// left. `Ok(false)`: another invocation had taken the key over.
 async fn complete<St: IdempotencyStore>(
     shared: &Shared<St>,
     c: &Claimant,
     payload: &[u8],
-) -> Result<(), StoreFailure> {
+) -> Result<bool, StoreFailure> {
     let retention = shared.settings.retention;
     let mut attempt = 1;
     let error = loop {
@@ -412,13 +478,13 @@ async fn complete<St: IdempotencyStore>(
         )
         .await;
         match attempt_result {
-            Ok(true) => return Ok(()),
+            Ok(true) => return Ok(true),
             Ok(false) => {
                 tracing::warn!(
                     key_hash = c.key.hash(),
                     "the idempotency lease was taken over before completion; the new owner's record was not overwritten"
                 );
-                return Ok(());
+                return Ok(false);
             }
             Err(failure) => {
                 let pause = Duration::from_millis(25 * u64::from(attempt));

@@ -3,11 +3,18 @@
 //!
 //! Environment parsing goes through a lookup function so that every rule is
 //! unit-tested without touching the process environment; a bad value is a
-//! [`ConfigError`] naming the variable.
+//! [`ConfigError`] naming the variable (`env.rs` reads each kind of value).
+
+mod env;
 
 use std::time::Duration;
 
-use lambda_http::http::Method;
+use lambda_http::http::{HeaderName, Method};
+
+pub(crate) use env::Env;
+
+use crate::pointer::JsonPointer;
+use crate::scope::ApiGatewayScope;
 
 /// How the idempotency layer behaves. [`Default`] gives the documented
 /// defaults; fields can be changed one by one:
@@ -42,6 +49,24 @@ pub struct Settings {
     /// log line says so) instead of getting `400`. Default true. Env
     /// `IDEMPOTENCY_KEY_REQUIRED`.
     pub key_required: bool,
+    /// The header that carries the key, validated the same way whatever
+    /// its name. Default `Idempotency-Key`. Env `IDEMPOTENCY_KEY_HEADER`.
+    pub key_header: HeaderName,
+    /// Members of a JSON body left out of the fingerprint (RFC 6901 JSON
+    /// Pointers such as `/client_ts`): bodies that differ only in their
+    /// values replay; any other difference is still refused with `422`.
+    /// Default none. Env `IDEMPOTENCY_FINGERPRINT_IGNORE` (comma-separated).
+    pub fingerprint_ignore: Vec<JsonPointer>,
+    /// Bytes of completed records this process keeps in memory, each until
+    /// its record expires, so that a replay or a `422` of one costs no
+    /// store round trip. `0` (the default) turns the cache off. Env
+    /// `IDEMPOTENCY_LOCAL_CACHE_BYTES`.
+    pub local_cache_bytes: usize,
+    /// Where a caller's identity comes from, when the layer is built
+    /// without its own [`CallerScope`](crate::CallerScope). Default
+    /// [`ApiGatewayScope::default`] (no anonymous callers). Env
+    /// `IDEMPOTENCY_SCOPE`, such as `jwt,iam,anonymous`.
+    pub scope: ApiGatewayScope,
     /// Methods the layer protects; others pass straight through. Default
     /// `POST, PATCH`. Env `IDEMPOTENCY_METHODS` (comma-separated).
     pub methods: Vec<Method>,
@@ -76,6 +101,10 @@ impl Default for Settings {
             retention: Duration::from_secs(24 * 60 * 60),
             lease: DEFAULT_LEASE,
             key_required: true,
+            key_header: HeaderName::from_static(DEFAULT_KEY_HEADER),
+            fingerprint_ignore: Vec::new(),
+            local_cache_bytes: 0,
+            scope: ApiGatewayScope::default(),
             methods: vec![Method::POST, Method::PATCH],
             in_progress_retry_after: Duration::from_secs(1),
             unavailable_retry_after: Duration::from_secs(1),
@@ -86,6 +115,9 @@ impl Default for Settings {
         }
     }
 }
+
+/// The header that carries the key unless configured otherwise.
+pub(crate) const DEFAULT_KEY_HEADER: &str = "idempotency-key";
 
 /// The default lease: six times the Redis store's default timeout (500 ms).
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(3);
@@ -153,6 +185,10 @@ impl Settings {
             )?,
             lease: env.secs("IDEMPOTENCY_LEASE_SECS", defaults.lease, MAX_LEASE)?,
             key_required: env.boolean("IDEMPOTENCY_KEY_REQUIRED", defaults.key_required)?,
+            key_header: env.header("IDEMPOTENCY_KEY_HEADER", defaults.key_header.clone())?,
+            fingerprint_ignore: env.pointers("IDEMPOTENCY_FINGERPRINT_IGNORE")?,
+            local_cache_bytes: env.bytes("IDEMPOTENCY_LOCAL_CACHE_BYTES")?,
+            scope: env.scope("IDEMPOTENCY_SCOPE")?,
             methods: env.methods("IDEMPOTENCY_METHODS", defaults.methods.clone())?,
             max_request_bytes: env
                 .size("IDEMPOTENCY_MAX_REQUEST_BYTES", defaults.max_request_bytes)?,
@@ -171,196 +207,20 @@ impl Settings {
         self.lease.max(Duration::from_millis(1))
     }
 
+    /// The key header's name as messages show it: `Idempotency-Key` by
+    /// default, or as configured (lower case).
+    pub(crate) fn key_header_label(&self) -> &str {
+        match self.key_header.as_str() {
+            DEFAULT_KEY_HEADER => "Idempotency-Key",
+            other => other,
+        }
+    }
+
     /// Whether requests with this method go through the layer.
     pub(crate) fn covers(&self, method: &Method) -> bool {
         self.methods.contains(method)
     }
 }
 
-/// Typed reads of environment variables; empty values count as unset.
-pub(crate) struct Env<'a>(pub(crate) &'a dyn Fn(&str) -> Option<String>);
-
-impl Env<'_> {
-    pub(crate) fn get(&self, var: &str) -> Option<String> {
-        (self.0)(var).filter(|v| !v.trim().is_empty())
-    }
-
-    pub(crate) fn error(&self, var: &'static str, reason: impl Into<String>) -> ConfigError {
-        ConfigError {
-            var,
-            reason: reason.into(),
-        }
-    }
-
-    fn whole(&self, var: &'static str) -> Result<Option<u64>, ConfigError> {
-        let Some(raw) = self.get(var) else {
-            return Ok(None);
-        };
-        raw.trim()
-            .parse::<u64>()
-            .map(Some)
-            .map_err(|_| self.error(var, format!("expected a whole number, got {raw:?}")))
-    }
-
-    pub(crate) fn positive(&self, var: &'static str) -> Result<Option<u64>, ConfigError> {
-        match self.whole(var)? {
-            Some(0) => Err(self.error(var, "must be greater than zero")),
-            other => Ok(other),
-        }
-    }
-
-    pub(crate) fn count(&self, var: &'static str, default: u32) -> Result<u32, ConfigError> {
-        match self.whole(var)? {
-            None => Ok(default),
-            Some(n) => u32::try_from(n).map_err(|_| self.error(var, "is too large")),
-        }
-    }
-
-    fn secs(
-        &self,
-        var: &'static str,
-        default: Duration,
-        max: Duration,
-    ) -> Result<Duration, ConfigError> {
-        let value = self.positive(var)?.map_or(default, Duration::from_secs);
-        if value > max {
-            return Err(self.error(var, format!("must be at most {} seconds", max.as_secs())));
-        }
-        Ok(value)
-    }
-
-    pub(crate) fn millis(
-        &self,
-        var: &'static str,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        Ok(self.positive(var)?.map_or(default, Duration::from_millis))
-    }
-
-    fn size(&self, var: &'static str, default: usize) -> Result<usize, ConfigError> {
-        Ok(self
-            .positive(var)?
-            .map_or(default, |n| usize::try_from(n).unwrap_or(usize::MAX)))
-    }
-
-    pub(crate) fn boolean(&self, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self
-            .get(var)
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None => Ok(default),
-            Some("true" | "1" | "yes") => Ok(true),
-            Some("false" | "0" | "no") => Ok(false),
-            Some(other) => Err(self.error(var, format!("expected true or false, got {other:?}"))),
-        }
-    }
-
-    fn methods(&self, var: &'static str, default: Vec<Method>) -> Result<Vec<Method>, ConfigError> {
-        let Some(raw) = self.get(var) else {
-            return Ok(default);
-        };
-        let parsed = raw
-            .split(',')
-            .map(str::trim)
-            .filter(|m| !m.is_empty())
-            .map(|m| {
-                Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| self.error(var, format!("{m:?} is not an HTTP method")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if parsed.is_empty() {
-            return Err(self.error(var, "lists no method"));
-        }
-        Ok(parsed)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn from(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Settings::from_lookup(|name| map.get(name).cloned())
-    }
-
-    #[test]
-    fn an_empty_environment_gives_the_defaults() {
-        assert_eq!(from(&[]).unwrap(), Settings::default());
-    }
-
-    #[test]
-    fn every_variable_is_read() {
-        let s = from(&[
-            ("IDEMPOTENCY_KEY_PREFIX", "idem"),
-            ("IDEMPOTENCY_RETENTION_SECS", "3600"),
-            ("IDEMPOTENCY_LEASE_SECS", "10"),
-            ("IDEMPOTENCY_KEY_REQUIRED", "false"),
-            ("IDEMPOTENCY_METHODS", "post, put"),
-            ("IDEMPOTENCY_MAX_REQUEST_BYTES", "100"),
-            ("IDEMPOTENCY_MAX_RECORD_BYTES", "200"),
-            ("METRICS_NAMESPACE", "Shop/Orders"),
-            ("PROBLEM_TYPE_BASE", "https://x.example/problems/"),
-        ])
-        .unwrap();
-        assert_eq!(s.key_prefix, "idem");
-        assert_eq!(s.retention, Duration::from_secs(3600));
-        assert_eq!(s.lease, Duration::from_secs(10));
-        assert!(!s.key_required);
-        assert_eq!(s.methods, vec![Method::POST, Method::PUT]);
-        assert_eq!((s.max_request_bytes, s.max_record_bytes), (100, 200));
-        assert_eq!(s.metrics_namespace.as_deref(), Some("Shop/Orders"));
-        assert_eq!(s.problem_type_base, "https://x.example/problems/");
-    }
-
-    #[test]
-    fn bad_values_name_the_variable() {
-        for (var, value) in [
-            ("IDEMPOTENCY_RETENTION_SECS", "0"),
-            ("IDEMPOTENCY_LEASE_SECS", "-5"),
-            ("IDEMPOTENCY_KEY_REQUIRED", "maybe"),
-            ("IDEMPOTENCY_METHODS", "PO ST"),
-            ("IDEMPOTENCY_KEY_PREFIX", "has space"),
-            ("IDEMPOTENCY_MAX_REQUEST_BYTES", "lots"),
-            ("IDEMPOTENCY_RETENTION_SECS", "99999999999999"),
-            ("IDEMPOTENCY_LEASE_SECS", "901"),
-            ("IDEMPOTENCY_LEASE_SECS", "0"),
-        ] {
-            let err = from(&[(var, value)]).unwrap_err();
-            assert_eq!(err.var, var, "{value}");
-            assert!(err.to_string().contains(var));
-        }
-    }
-
-    #[test]
-    fn the_lease_is_three_seconds_whatever_the_deadline() {
-        assert_eq!(Settings::default().claim_lease(), Duration::from_secs(3));
-        let zero = Settings {
-            lease: Duration::ZERO,
-            ..Settings::default()
-        };
-        assert_eq!(zero.claim_lease(), Duration::from_millis(1), "never PX 0");
-    }
-
-    #[test]
-    fn retired_lease_variables_are_ignored_not_refused() {
-        let s = from(&[
-            ("IDEMPOTENCY_LEASE_CAP_SECS", "900"),
-            ("IDEMPOTENCY_DEFAULT_LEASE_SECS", "60"),
-        ])
-        .unwrap();
-        assert_eq!(s.lease, Duration::from_secs(3));
-    }
-
-    #[test]
-    fn post_and_patch_are_covered_by_default() {
-        let s = Settings::default();
-        assert!(s.covers(&Method::POST) && s.covers(&Method::PATCH));
-        assert!(!s.covers(&Method::GET));
-    }
-}
+mod tests;

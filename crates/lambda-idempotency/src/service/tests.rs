@@ -575,5 +575,8 @@ async fn a_store_whose_own_bound_ends_before_the_deadline_gets_no_deadline_timer
     assert!(outcome.await.is_ok());
 }
 
+mod cache;
 mod completion;
+mod flaky;
 mod give_back;
+mod options;

@@ -10,86 +10,12 @@ use std::time::Duration;
 use lambda_http::tower::{service_fn, Layer};
 use lambda_http::{Body, Error, Request, Response};
 
+use super::flaky::Flaky;
 use super::{anonymous, created, keyed, send, store};
-use crate::{
-    IdempotencyLayer, IdempotencyStore, MemoryStore, OwnerToken, StoreError, StoreKey, StoredRecord,
-};
-
-/// A store that fails on purpose: the next `lost_claims` claims are
-/// applied but answered with a timeout (a lost reply), the next
-/// `refused_claims` fail before being applied, and the next
-/// `failed_releases` releases fail. Counts the releases.
-#[derive(Default)]
-struct Flaky {
-    inner: Arc<MemoryStore>,
-    lost_claims: AtomicUsize,
-    refused_claims: AtomicUsize,
-    failed_releases: AtomicUsize,
-    releases: AtomicUsize,
-}
-
-fn take(counter: &AtomicUsize) -> bool {
-    counter
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-}
-
-fn timeout() -> StoreError {
-    StoreError::Timeout(Duration::from_millis(500))
-}
-
-impl IdempotencyStore for Arc<Flaky> {
-    async fn claim(
-        &self,
-        key: &StoreKey,
-        owner: &OwnerToken,
-        payload: &[u8],
-        lease: Duration,
-    ) -> Result<Option<StoredRecord>, StoreError> {
-        if take(&self.refused_claims) {
-            return Err(timeout());
-        }
-        let found = self.inner.claim(key, owner, payload, lease).await;
-        if take(&self.lost_claims) {
-            return Err(timeout());
-        }
-        found
-    }
-
-    async fn complete(
-        &self,
-        key: &StoreKey,
-        owner: &OwnerToken,
-        payload: &[u8],
-        retention: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.complete(key, owner, payload, retention).await
-    }
-
-    async fn release(&self, key: &StoreKey, owner: &OwnerToken) -> Result<bool, StoreError> {
-        self.releases.fetch_add(1, Ordering::SeqCst);
-        if take(&self.failed_releases) {
-            return Err(timeout());
-        }
-        self.inner.release(key, owner).await
-    }
-
-    async fn renew(
-        &self,
-        key: &StoreKey,
-        owner: &OwnerToken,
-        payload: &[u8],
-        lease: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.renew(key, owner, payload, lease).await
-    }
-}
+use crate::IdempotencyLayer;
 
 fn flaky() -> Arc<Flaky> {
-    Arc::new(Flaky {
-        inner: store(),
-        ..Flaky::default()
-    })
+    Flaky::over(&store())
 }
 
 /// The layer over `flaky` around a handler that answers `status`, counting
