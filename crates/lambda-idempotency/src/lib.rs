@@ -19,6 +19,7 @@
 //! # Quick start
 //!
 //! ```no_run
+//! # #[cfg(feature = "redis")] mod quick_start {
 //! use lambda_http::tower::Layer;
 //! use lambda_http::{service_fn, Body, Error, Request, Response};
 //! use lambda_idempotency::{ExecutionId, IdempotencyLayer, RedisStore, Settings};
@@ -42,7 +43,21 @@
 //!         .build();
 //!     lambda_http::run(layer.layer(service_fn(create_payment))).await
 //! }
+//! # }
+//! # fn main() {}
 //! ```
+//!
+//! # Features
+//!
+//! The core (the layer, the [`IdempotencyStore`] trait, [`MemoryStore`])
+//! depends on no store client. Each store is a feature:
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `redis` | yes | `RedisStore` and its options (the `redis` crate, rustls with ring) |
+//!
+//! `default-features = false` builds the core alone, for a store of your
+//! own.
 //!
 //! # What is guaranteed
 //!
@@ -56,7 +71,7 @@
 //! exactly-once. A live handler never loses its lease: it is renewed while
 //! the handler runs, past the invocation's deadline too. Records can still
 //! be lost by the store itself (a failover without replica acknowledgement,
-//! a restart without persistence, eviction); [`RedisOptions::min_replicas`]
+//! a restart without persistence, eviction); `RedisOptions::min_replicas`
 //! closes the failover case on Redis with replicas that support `WAIT`.
 //!
 //! # Layout
@@ -70,7 +85,7 @@
 //! - the record and its encoding (`record.rs`) and the pure decision
 //!   (`decision.rs`);
 //! - persistence: the [`IdempotencyStore`] trait (`store.rs`),
-//!   [`RedisStore`] (`redis_store/`) and [`MemoryStore`];
+//!   `RedisStore` (`redis_store/`, feature `redis`) and [`MemoryStore`];
 //! - the middleware: [`IdempotencyLayer`] (`layer.rs`), [`Idempotency`]
 //!   (`service.rs`), running the handler under a renewed lease (`run.rs`),
 //!   which responses are stored ([`StoreRule`], [`NotExecuted`]);
@@ -79,6 +94,7 @@
 //!   each a [`ProblemType`]), one log line and one CloudWatch EMF line
 //!   per request (`outcome.rs`, `metrics.rs`).
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod apigw;
 mod decision;
@@ -94,11 +110,14 @@ mod metrics;
 mod outcome;
 mod problem;
 mod record;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod rules;
 mod run;
 mod scope;
 mod service;
+// `Env`'s readers of counts and durations serve the stores' options only.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod settings;
 mod store;
 
@@ -110,6 +129,7 @@ pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
 pub use metrics::DeferredLines;
 pub use problem::ProblemType;
+#[cfg(feature = "redis")]
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,
 };

@@ -8,8 +8,8 @@
 //! expire records after the given time. That is what makes other backends
 //! (DynamoDB conditional writes, a SQL row with a version) straightforward.
 //!
-//! Implementations here: [`crate::RedisStore`] (one round trip per call) and
-//! [`crate::MemoryStore`] (single process, for unit tests).
+//! Implementations here: `RedisStore` (feature `redis`; one round trip per
+//! call) and [`crate::MemoryStore`] (single process, for unit tests).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
