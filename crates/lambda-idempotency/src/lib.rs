@@ -55,6 +55,7 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `redis` | yes | `RedisStore` and its options (the `redis` crate, rustls with ring) |
+//! | `testing` | no | `testing`: the store contract as a test suite for any store |
 //!
 //! `default-features = false` builds the core alone, for a store of your
 //! own.
@@ -86,6 +87,8 @@
 //!   (`decision.rs`);
 //! - persistence: the [`IdempotencyStore`] trait (`store.rs`),
 //!   `RedisStore` (`redis_store/`, feature `redis`) and [`MemoryStore`];
+//!   the store contract as a public test suite (`testing/`, feature
+//!   `testing`);
 //! - the middleware: [`IdempotencyLayer`] (`layer.rs`), [`Idempotency`]
 //!   (`service.rs`), running the handler under a renewed lease (`run.rs`),
 //!   which responses are stored ([`StoreRule`], [`NotExecuted`]);
@@ -120,6 +123,8 @@ mod service;
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod settings;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use apigw::route_path;
 pub use error::PROBLEMS;
