@@ -101,6 +101,8 @@
 
 mod apigw;
 mod decision;
+#[cfg(feature = "dynamodb")]
+mod dynamodb_store;
 mod error;
 mod execution;
 mod fingerprint;
@@ -127,6 +129,8 @@ mod store;
 pub mod testing;
 
 pub use apigw::route_path;
+#[cfg(feature = "dynamodb")]
+pub use dynamodb_store::DynamoDbStore;
 pub use error::PROBLEMS;
 pub use execution::ExecutionId;
 pub use key::StoreKey;

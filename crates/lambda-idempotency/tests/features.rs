@@ -71,3 +71,25 @@ fn the_redis_feature_brings_redis_with_ring_as_the_only_crypto_provider() {
     assert_present(&tree, "redis", &["redis", "rustls", "ring", "webpki-roots"]);
     assert_absent(&tree, "redis", &["aws-lc-rs", "aws-lc-sys", "cmake"]);
 }
+
+#[test]
+fn the_dynamodb_feature_brings_the_sdk_on_ring_without_aws_lc_or_redis() {
+    let tree = crates(&["--no-default-features", "--features", "dynamodb"]);
+    assert_present(&tree, "dynamodb", &["aws-sdk-dynamodb", "rustls", "ring"]);
+    assert_absent(
+        &tree,
+        "dynamodb",
+        &["redis", "aws-lc-rs", "aws-lc-sys", "cmake"],
+    );
+}
+
+#[test]
+fn both_stores_together_have_ring_as_their_one_crypto_provider() {
+    let tree = crates(&["--all-features"]);
+    assert_present(
+        &tree,
+        "all features",
+        &["redis", "aws-sdk-dynamodb", "ring"],
+    );
+    assert_absent(&tree, "all features", &["aws-lc-rs", "aws-lc-sys", "cmake"]);
+}

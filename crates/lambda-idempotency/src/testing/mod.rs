@@ -96,8 +96,9 @@ pub async fn contract_with_lease<St: IdempotencyStore>(store: &St, lease: Durati
     races::one_winner(std::slice::from_ref(store), lease).await;
 }
 
-/// A fresh key under the prefix `contract`.
-fn fresh_key() -> StoreKey {
+/// A fresh random record key under the prefix `contract`, for checks of
+/// your own beside the suite's.
+pub fn fresh_key() -> StoreKey {
     let raw = uuid::Uuid::new_v4().simple().to_string();
     let key = IdempotencyKey::try_from(raw.as_str()).expect("a uuid is a valid key");
     StoreKey::derive("contract", "anonymous", "POST", "/contract", &key)
