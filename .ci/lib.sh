@@ -41,4 +41,6 @@ pip_install() {
 }
 
 ensure_cargo_lambda() { pip_install cargo-lambda cargo-lambda; }
+# The DynamoDB emulator the lambda-idempotency DynamoDB tests start.
+ensure_moto() { pip_install moto_server 'moto[server]'; }
 ensure_cfn_lint() { pip_install cfn-lint cfn-lint; }

@@ -2,8 +2,8 @@
 //!
 //! A client that retries `POST /orders` (a double click on "Pay", a dropped
 //! network, a gateway timeout) must never create a second order. It sends
-//! an `Idempotency-Key` header; this layer claims the key in Redis before
-//! the handler runs, and:
+//! an `Idempotency-Key` header; this layer claims the key in a store
+//! (Redis, DynamoDB, or one of your own) before the handler runs, and:
 //! - runs the first request once and stores its response;
 //! - answers a retry with the same key and request with the stored
 //!   response (same status, headers and bytes, plus
@@ -55,6 +55,7 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `redis` | yes | `RedisStore` and its options (the `redis` crate, rustls with ring) |
+//! | `dynamodb` | no | `DynamoDbStore` (the AWS SDK, rustls with ring) |
 //! | `testing` | no | `testing`: the store contract as a test suite for any store |
 //!
 //! `default-features = false` builds the core alone, for a store of your
@@ -86,7 +87,8 @@
 //! - the record and its encoding (`record.rs`) and the pure decision
 //!   (`decision.rs`);
 //! - persistence: the [`IdempotencyStore`] trait (`store.rs`),
-//!   `RedisStore` (`redis_store/`, feature `redis`) and [`MemoryStore`];
+//!   `RedisStore` (`redis_store/`, feature `redis`), `DynamoDbStore`
+//!   (`dynamodb_store/`, feature `dynamodb`) and [`MemoryStore`];
 //!   the store contract as a public test suite (`testing/`, feature
 //!   `testing`);
 //! - the middleware: [`IdempotencyLayer`] (`layer.rs`), [`Idempotency`]

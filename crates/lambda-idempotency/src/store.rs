@@ -8,10 +8,12 @@
 //! expire records after the given time. That is what makes other backends
 //! (DynamoDB conditional writes, a SQL row with a version) straightforward.
 //!
-//! Implementations here: `RedisStore` (feature `redis`; one round trip per
-//! call) and [`crate::MemoryStore`] (single process, for unit tests). The
-//! `testing` feature's `lambda_idempotency::testing::contract` checks any
-//! implementation against everything below, on its real backend.
+//! Implementations here: `RedisStore` (feature `redis`) and
+//! `DynamoDbStore` (feature `dynamodb`), one round trip per call on the
+//! common path, and [`crate::MemoryStore`] (single process, for unit
+//! tests). The `testing` feature's `lambda_idempotency::testing::contract`
+//! checks any implementation against everything below, on its real
+//! backend.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -18,6 +18,7 @@
 //!   assertions on responses.
 //! - [`harness`]: a Lambda Runtime API per instance, driving N processes of
 //!   a release binary the way Lambda runs them.
+//! - [`payments`]: the requests and checks both payments examples pass.
 //! - [`watch`]: the real `cargo lambda watch` serving the function over
 //!   HTTP, stopped with everything it started.
 //!
@@ -32,6 +33,7 @@ pub mod fixtures;
 pub mod fuzz;
 pub mod harness;
 pub mod http_fault;
+pub mod payments;
 pub mod proxy;
 pub mod server;
 mod tls;

@@ -76,6 +76,11 @@ impl DynamoDbStore {
         &self.client
     }
 
+    /// The table the records are in.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     fn timeout(&self) -> StoreError {
         StoreError::Timeout(self.bound.unwrap_or_default())
     }
