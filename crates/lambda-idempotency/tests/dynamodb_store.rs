@@ -2,8 +2,9 @@
 //! test on a free port): the public store contract suite, races of
 //! independent SDK clients (also from tasks on several threads), an
 //! outage, the item's TTL attribute, an unreadable item; and, through the
-//! layer, the faults of a real network (`testkit::http_fault`): a throttled
-//! claim, a lost reply, a late reply.
+//! layer, the requests a new key and a replay cost, and the faults of a
+//! real network (`testkit::http_fault`): a throttled claim, a lost reply, a
+//! late reply.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -144,6 +145,19 @@ async fn an_item_the_store_cannot_read_is_reported_corrupt() {
         matches!(claimed, Err(StoreError::Corrupt(_))),
         "{claimed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_replay_costs_one_request_and_a_new_key_two() {
+    let dynamodb = emulator();
+    let proxy = HttpFaultProxy::start(socket_addr(&dynamodb.url()));
+    let (svc, calls) = counted(store(&proxy.url()));
+
+    assert_eq!(send(&svc, "k-count").await.status(), 201);
+    assert_eq!(proxy.requests(), 2, "the claim and the completion");
+    assert!(replayed(&send(&svc, "k-count").await));
+    assert_eq!(proxy.requests(), 3, "the replay is the claim alone");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
