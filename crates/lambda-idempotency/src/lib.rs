@@ -2,8 +2,8 @@
 //!
 //! A client that retries `POST /orders` (a double click on "Pay", a dropped
 //! network, a gateway timeout) must never create a second order. It sends
-//! an `Idempotency-Key` header; this layer claims the key in Redis before
-//! the handler runs, and:
+//! an `Idempotency-Key` header; this layer claims the key in a store
+//! (Redis, DynamoDB, or one of your own) before the handler runs, and:
 //! - runs the first request once and stores its response;
 //! - answers a retry with the same key and request with the stored
 //!   response (same status, headers and bytes, plus
@@ -19,6 +19,7 @@
 //! # Quick start
 //!
 //! ```no_run
+//! # #[cfg(feature = "redis")] mod quick_start {
 //! use lambda_http::tower::Layer;
 //! use lambda_http::{service_fn, Body, Error, Request, Response};
 //! use lambda_idempotency::{ExecutionId, IdempotencyLayer, RedisStore, Settings};
@@ -42,7 +43,23 @@
 //!         .build();
 //!     lambda_http::run(layer.layer(service_fn(create_payment))).await
 //! }
+//! # }
+//! # fn main() {}
 //! ```
+//!
+//! # Features
+//!
+//! The core (the layer, the [`IdempotencyStore`] trait, [`MemoryStore`])
+//! depends on no store client. Each store is a feature:
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | `redis` | yes | `RedisStore` and its options (the `redis` crate, rustls with ring) |
+//! | `dynamodb` | no | `DynamoDbStore` (the AWS SDK, rustls with ring) |
+//! | `testing` | no | `testing`: the store contract as a test suite for any store |
+//!
+//! `default-features = false` builds the core alone, for a store of your
+//! own.
 //!
 //! # What is guaranteed
 //!
@@ -61,7 +78,7 @@
 //! runtime thread for a whole lease stops them: block in
 //! `spawn_blocking`). Records can still
 //! be lost by the store itself (a failover without replica acknowledgement,
-//! a restart without persistence, eviction); [`RedisOptions::min_replicas`]
+//! a restart without persistence, eviction); `RedisOptions::min_replicas`
 //! closes the failover case on Redis with replicas that support `WAIT`.
 //!
 //! # Layout
@@ -75,7 +92,10 @@
 //! - the record and its encoding (`record.rs`) and the pure decision
 //!   (`decision.rs`);
 //! - persistence: the [`IdempotencyStore`] trait (`store.rs`),
-//!   [`RedisStore`] (`redis_store/`) and [`MemoryStore`];
+//!   `RedisStore` (`redis_store/`, feature `redis`), `DynamoDbStore`
+//!   (`dynamodb_store/`, feature `dynamodb`) and [`MemoryStore`];
+//!   the store contract as a public test suite (`testing/`, feature
+//!   `testing`);
 //! - the middleware: [`IdempotencyLayer`] (`layer.rs`), [`Idempotency`]
 //!   (`service.rs`), running the handler under a renewed lease (`run.rs`),
 //!   which responses are stored ([`StoreRule`], [`NotExecuted`]);
@@ -84,10 +104,13 @@
 //!   each a [`ProblemType`]), one log line and one CloudWatch EMF line
 //!   per request (`outcome.rs`, `metrics.rs`).
 #![deny(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod apigw;
 mod cache;
 mod decision;
+#[cfg(feature = "dynamodb")]
+mod dynamodb_store;
 mod error;
 mod execution;
 mod fingerprint;
@@ -102,15 +125,22 @@ mod outcome;
 mod pointer;
 mod problem;
 mod record;
+#[cfg(feature = "redis")]
 mod redis_store;
 mod rules;
 mod run;
 mod scope;
 mod service;
+// `Env`'s readers of counts and durations serve the stores' options only.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 mod settings;
 mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use apigw::route_path;
+#[cfg(feature = "dynamodb")]
+pub use dynamodb_store::DynamoDbStore;
 pub use error::PROBLEMS;
 pub use execution::ExecutionId;
 pub use key::StoreKey;
@@ -119,6 +149,7 @@ pub use memory_store::MemoryStore;
 pub use metrics::{DeferredLines, InvocationIds};
 pub use pointer::{JsonPointer, PointerParseError};
 pub use problem::ProblemType;
+#[cfg(feature = "redis")]
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,
 };

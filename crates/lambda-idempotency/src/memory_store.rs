@@ -1,5 +1,5 @@
 //! [`MemoryStore`]: an in-memory [`IdempotencyStore`] with the same
-//! semantics as [`crate::RedisStore`] (atomic claim, owner fencing, expiry).
+//! semantics as the real stores (atomic claim, owner fencing, expiry).
 //!
 //! For unit tests of your own handlers behind the layer, and of this
 //! crate's request state machine, without a Redis server. It is per

@@ -377,11 +377,7 @@ async fn settle<St: IdempotencyStore>(
 /// (so it must not be sent): always with a store that confirms writes, and
 /// with any store that says its replicas did not acknowledge.
 fn unconfirmed<St: IdempotencyStore>(store: &St, failure: &StoreFailure) -> bool {
-    store.confirms_writes()
-        || matches!(
-            failure,
-            StoreFailure::Store(StoreError::NotReplicated { .. })
-        )
+    store.confirms_writes() || matches!(failure, StoreFailure::Store(StoreError::NotDurable { .. }))
 }
 
 /// The `503` when the store failed before the handler, which did not run.
@@ -497,7 +493,7 @@ async fn complete<St: IdempotencyStore>(
                 // and the client's retry replays the record or runs again).
                 let last = matches!(
                     failure,
-                    StoreFailure::Deadline | StoreFailure::Store(StoreError::NotReplicated { .. })
+                    StoreFailure::Deadline | StoreFailure::Store(StoreError::NotDurable { .. })
                 );
                 if attempt == COMPLETE_ATTEMPTS || !room || last {
                     break failure;

@@ -8,8 +8,12 @@
 //! expire records after the given time. That is what makes other backends
 //! (DynamoDB conditional writes, a SQL row with a version) straightforward.
 //!
-//! Implementations here: [`crate::RedisStore`] (one round trip per call) and
-//! [`crate::MemoryStore`] (single process, for unit tests).
+//! Implementations here: `RedisStore` (feature `redis`) and
+//! `DynamoDbStore` (feature `dynamodb`), one round trip per call on the
+//! common path, and [`crate::MemoryStore`] (single process, for unit
+//! tests). The `testing` feature's `lambda_idempotency::testing::contract`
+//! checks any implementation against everything below, on its real
+//! backend.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,16 +157,15 @@ pub enum StoreError {
     /// The backend failed (connection refused, error reply, …).
     #[error("the idempotency store failed: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The write was applied but not acknowledged by enough replicas in
-    /// time, so a failover could still lose it. The layer answers `503`
-    /// and does not try the write again: the store has waited for the
-    /// replicas already.
-    #[error("the write was acknowledged by {acked} of the {wanted} replicas required")]
-    NotReplicated {
-        /// Replicas that acknowledged it.
-        acked: u32,
-        /// Replicas required.
-        wanted: u32,
+    /// The write was applied but the store cannot confirm it is durable
+    /// yet: something the store relies on to keep it (replicas, a quorum)
+    /// did not acknowledge it in time, so a failover could still undo it.
+    /// The layer answers `503` and does not try the write again: the store
+    /// has waited for that acknowledgement already.
+    #[error("the write was applied but is not yet durable: {reason}")]
+    NotDurable {
+        /// What did not confirm it, in the store's words.
+        reason: String,
     },
     /// The store holds something this version cannot read.
     #[error("the idempotency store returned an unreadable record: {0}")]

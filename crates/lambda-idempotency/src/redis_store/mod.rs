@@ -264,7 +264,7 @@ impl RedisStore {
     fn check_replicas(&self, acked: u32) -> Result<(), StoreError> {
         let wanted = self.options.min_replicas;
         if acked < wanted {
-            return Err(StoreError::NotReplicated { acked, wanted });
+            return Err(not_replicated(acked, wanted));
         }
         Ok(())
     }
@@ -332,10 +332,7 @@ impl RedisStore {
         // Should the deadline cut this short, the answer is a `503` all the
         // same (the store confirms writes) and the lease frees the key.
         let _ = self.release(key, owner).await;
-        Err(StoreError::NotReplicated {
-            acked: 0,
-            wanted: self.options.min_replicas,
-        })
+        Err(not_replicated(0, self.options.min_replicas))
     }
 
     /// A full Redis (`noeviction`) refuses `SET` even when `NX` would not
@@ -358,6 +355,14 @@ impl RedisStore {
             Value::Nil => Err(StoreError::Backend(oom)),
             found => Ok((found, 0)),
         }
+    }
+}
+
+/// A write fewer replicas acknowledged than required: applied, not yet
+/// durable.
+fn not_replicated(acked: u32, wanted: u32) -> StoreError {
+    StoreError::NotDurable {
+        reason: format!("acknowledged by {acked} of the {wanted} replicas required"),
     }
 }
 
@@ -436,10 +441,7 @@ impl IdempotencyStore for RedisStore {
         // Only on the socket the handler's writes went to since the claim.
         let Some(generation) = self.claimed.get(owner) else {
             // Refused, completed or given back before: nothing more to do.
-            return Err(StoreError::NotReplicated {
-                acked: 0,
-                wanted: self.options.min_replicas,
-            });
+            return Err(not_replicated(0, self.options.min_replicas));
         };
         let pinned = self.conn.pinned_to(generation);
         let (reply, acked) = match self

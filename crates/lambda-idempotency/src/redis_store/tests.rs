@@ -210,11 +210,9 @@ async fn without_enough_replicas_a_claim_is_given_back_and_refused() {
     let result = store.claim(&k, &owner("a"), b"p", LEASE).await;
     assert!(
         matches!(
-            result,
-            Err(StoreError::NotReplicated {
-                acked: 0,
-                wanted: 1
-            })
+            &result,
+            Err(StoreError::NotDurable { reason })
+                if reason == "acknowledged by 0 of the 1 replicas required"
         ),
         "{result:?}"
     );

@@ -44,9 +44,8 @@ async fn answer_with_completions(
 }
 
 fn not_replicated() -> StoreError {
-    StoreError::NotReplicated {
-        acked: 0,
-        wanted: 1,
+    StoreError::NotDurable {
+        reason: "acknowledged by 0 of the 1 replicas required".to_owned(),
     }
 }
 
