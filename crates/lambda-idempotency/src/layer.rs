@@ -40,7 +40,7 @@ pub struct IdempotencyLayer<St> {
 
 impl<St> IdempotencyLayer<St> {
     /// A builder over `store`, with the default settings (and so the
-    /// default scope, [`ApiGatewayScope::default`]) and store rule
+    /// default scope, [`ApiGatewayScope::default`](crate::ApiGatewayScope::default)) and store rule
     /// ([`DefaultStoreRule`]).
     pub fn builder(store: St) -> IdempotencyLayerBuilder<St> {
         IdempotencyLayerBuilder {
@@ -89,7 +89,7 @@ impl<St> IdempotencyLayerBuilder<St> {
 
     /// Replaces the caller scope (default: [`Settings::scope`], read from
     /// `IDEMPOTENCY_SCOPE` by [`Settings::from_env`]; without it
-    /// [`ApiGatewayScope::default`], which refuses callers without an
+    /// [`ApiGatewayScope::default`](crate::ApiGatewayScope::default), which refuses callers without an
     /// identity), whatever the settings say.
     pub fn scope(mut self, scope: impl CallerScope) -> Self {
         self.scope = Some(Box::new(scope));

@@ -14,7 +14,9 @@
 //! - answers `503` without running anything when it cannot reach the store.
 //!
 //! It is a tower [`Layer`](lambda_http::tower::Layer) over any
-//! `lambda_http` service.
+//! `lambda_http` service, or, with the `axum` feature, over the routes of
+//! an axum `Router` (`route_layer`) that `lambda_http::run` serves: the
+//! service accepts any [`RequestBody`].
 //!
 //! # Quick start
 //!
@@ -107,6 +109,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod apigw;
+mod body;
 mod cache;
 mod decision;
 #[cfg(feature = "dynamodb")]
@@ -139,6 +142,7 @@ mod store;
 pub mod testing;
 
 pub use apigw::route_path;
+pub use body::RequestBody;
 #[cfg(feature = "dynamodb")]
 pub use dynamodb_store::DynamoDbStore;
 pub use error::PROBLEMS;

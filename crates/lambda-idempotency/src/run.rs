@@ -9,9 +9,11 @@ use std::panic::AssertUnwindSafe;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
+use lambda_http::http;
 use lambda_http::tower::Service;
 use lambda_http::{Body, IntoResponse, Request, Response};
 
+use crate::body::RequestBody;
 use crate::fingerprint::Fingerprint;
 use crate::record::in_progress_payload;
 use crate::settings::Settings;
@@ -24,9 +26,10 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(20);
 /// Runs the inner service, turning an error or a panic into `Err(message)`
 /// (where panics unwind; under `panic = "abort"` the process dies and the
 /// lease frees the key).
-pub(crate) async fn run_handler<S>(mut inner: S, req: Request) -> Result<Response<Body>, String>
+pub(crate) async fn run_handler<S, B>(mut inner: S, req: Request) -> Result<Response<Body>, String>
 where
-    S: Service<Request> + Send,
+    B: RequestBody,
+    S: Service<http::Request<B>> + Send,
     S::Future: Send,
     S::Response: IntoResponse,
     S::Error: Display,
@@ -34,6 +37,7 @@ where
     poll_fn(|cx| inner.poll_ready(cx))
         .await
         .map_err(|e| e.to_string())?;
+    let req = req.map(B::from_read);
     let future =
         std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req))).map_err(panic_message)?;
     let response = AssertUnwindSafe(future)

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lambda_http::http::header;
+use lambda_http::http::{self, header};
 use lambda_http::tower::Service;
 use lambda_http::{Body, BoxFuture, IntoResponse, Request, RequestExt, Response};
 
 use crate::apigw::route_identity;
+use crate::body::RequestBody;
 use crate::cache::LocalCache;
 use crate::decision::{decide, NextAction};
 use crate::error::{IdempotencyError, StoreFailure};
@@ -61,30 +62,48 @@ impl<S: Clone, St> Clone for Idempotency<S, St> {
     }
 }
 
-impl<S, St> Service<Request> for Idempotency<S, St>
+/// Over any [`RequestBody`]: `lambda_http`'s, or axum's in a `Router`.
+/// It never fails a request itself (every failure is a response); its
+/// errors are the wrapped service's readiness errors.
+impl<S, St, B> Service<http::Request<B>> for Idempotency<S, St>
 where
-    S: Service<Request> + Clone + Send + 'static,
+    S: Service<http::Request<B>> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: IntoResponse,
-    S::Error: Display,
+    S::Error: Display + Send + 'static,
     St: IdempotencyStore,
+    B: RequestBody,
 {
     type Response = Response<Body>;
-    type Error = lambda_http::Error;
-    type Future = BoxFuture<'static, Result<Response<Body>, lambda_http::Error>>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Response<Body>, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner
-            .poll_ready(cx)
-            .map_err(|e| lambda_http::Error::from(e.to_string()))
+        self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
         // Take the service that was polled ready, leave a clone behind.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
-        Box::pin(async move { Ok(process(inner, &shared, req).await) })
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            match body.read().await {
+                Ok(body) => Ok(process(inner, &shared, Request::from_parts(parts, body)).await),
+                // Never under lambda_http, whose bodies are in memory.
+                Err(error) => {
+                    tracing::error!(error = %error, "the request body could not be read");
+                    let req = Request::from_parts(parts, Body::Empty);
+                    let tally = Tally::new(&shared, &req);
+                    Ok(tally.reject(
+                        IdempotencyError::Handler { keyed: false },
+                        Outcome::HandlerFailed,
+                        None,
+                    ))
+                }
+            }
+        })
     }
 }
 
@@ -97,9 +116,10 @@ struct Claimant {
 }
 
 /// The whole per-request flow; never fails (errors become responses).
-async fn process<S, St>(inner: S, shared: &Arc<Shared<St>>, req: Request) -> Response<Body>
+async fn process<S, St, B>(inner: S, shared: &Arc<Shared<St>>, req: Request) -> Response<Body>
 where
-    S: Service<Request> + Send,
+    B: RequestBody,
+    S: Service<http::Request<B>> + Send,
     S::Future: Send,
     S::Response: IntoResponse,
     S::Error: Display,
@@ -169,7 +189,7 @@ fn claimant(req: &Request, settings: &Settings, scope: &str, key: &IdempotencyKe
     }
 }
 
-async fn claim_and_run<S, St>(
+async fn claim_and_run<S, St, B>(
     inner: S,
     shared: &Arc<Shared<St>>,
     mut tally: Tally<'_, St>,
@@ -177,7 +197,8 @@ async fn claim_and_run<S, St>(
     c: Claimant,
 ) -> Response<Body>
 where
-    S: Service<Request> + Send,
+    B: RequestBody,
+    S: Service<http::Request<B>> + Send,
     S::Future: Send,
     S::Response: IntoResponse,
     S::Error: Display,
@@ -442,7 +463,9 @@ async fn bounded<T, St: IdempotencyStore>(
 /// Queues our claim on `key` to be given back (see `giveback.rs`), and
 /// starts the background task that sends it.
 fn give_back<St: IdempotencyStore>(shared: &Arc<Shared<St>>, key: &StoreKey, owner: &OwnerToken) {
-    shared.give_backs.push(key, owner, shared.settings.claim_lease());
+    shared
+        .give_backs
+        .push(key, owner, shared.settings.claim_lease());
     let task = Arc::clone(shared);
     shared.give_backs.spawn(move |key, owner| {
         let shared = Arc::clone(&task);

@@ -29,8 +29,8 @@
 //! how to install it.
 
 pub mod cluster;
-pub mod engine;
 pub mod dynamodb;
+pub mod engine;
 pub mod fault_proxy;
 pub mod fixtures;
 pub mod fuzz;
@@ -43,6 +43,6 @@ mod tls;
 pub mod watch;
 
 pub use cluster::RedisCluster;
-pub use engine::Engine;
 pub use dynamodb::DynamoDbServer;
+pub use engine::Engine;
 pub use server::RedisServer;
