@@ -38,6 +38,23 @@ pub struct IdempotencyLayer<St> {
     shared: Arc<Shared<St>>,
 }
 
+/// The settings (the store, scope and rules are shown by name only).
+impl<St> std::fmt::Debug for IdempotencyLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.shared.fmt(f)
+    }
+}
+
+impl<St> std::fmt::Debug for Shared<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayer")
+            .field("store", &std::any::type_name::<St>())
+            .field("settings", &self.settings)
+            .field("cache", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl<St> IdempotencyLayer<St> {
     /// A builder over `store`, with the default settings (and so the
     /// default scope, [`ApiGatewayScope::default`](crate::ApiGatewayScope::default)) and store rule
@@ -78,6 +95,16 @@ pub struct IdempotencyLayerBuilder<St> {
     scope: Option<Box<dyn CallerScope>>,
     rule: Box<dyn StoreRule>,
     deferred: Option<DeferredLines>,
+}
+
+impl<St> std::fmt::Debug for IdempotencyLayerBuilder<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdempotencyLayerBuilder")
+            .field("store", &std::any::type_name::<St>())
+            .field("settings", &self.settings)
+            .field("own_scope", &self.scope.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<St> IdempotencyLayerBuilder<St> {

@@ -105,8 +105,14 @@
 //!   (`error.rs`, `problem.rs`), the list of those problems ([`PROBLEMS`],
 //!   each a [`ProblemType`]), one log line and one CloudWatch EMF line
 //!   per request (`outcome.rs`, `metrics.rs`).
-#![deny(missing_docs)]
+#![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's Rust examples, compiled as doctests so that the quick
+/// start a new user copies cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod apigw;
 mod body;

@@ -102,6 +102,16 @@ const HEAD: &str = r#"{"_aws":{"Timestamp":"#;
 #[derive(Clone, Default)]
 pub struct DeferredLines(Arc<Mutex<Vec<Held>>>);
 
+/// How many lines wait for the flush.
+impl std::fmt::Debug for DeferredLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self.0.lock().map_or(0, |lines| lines.len());
+        f.debug_struct("DeferredLines")
+            .field("held", &held)
+            .finish()
+    }
+}
+
 /// A line's values, as kept until the flush formats them.
 struct Held {
     tail: Arc<str>,

@@ -50,6 +50,15 @@ pub struct Idempotency<S, St> {
     shared: Arc<Shared<St>>,
 }
 
+impl<S: std::fmt::Debug, St> std::fmt::Debug for Idempotency<S, St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("inner", &self.inner)
+            .field("layer", &*self.shared)
+            .finish()
+    }
+}
+
 impl<S, St> Idempotency<S, St> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<St>>) -> Self {
         Self { inner, shared }

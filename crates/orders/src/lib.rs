@@ -17,6 +17,8 @@
 //! - this file: the two handlers, their errors and the list of the
 //!   problems they answer with ([`PROBLEMS`]).
 
+#![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
+
 mod body;
 mod model;
 mod problem;
@@ -317,7 +319,7 @@ where
 }
 
 /// [`create_order`] as a tower service, so layers can wrap it.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct CreateOrder<C> {
     repo: OrderRepo<C>,
     type_base: Arc<str>,

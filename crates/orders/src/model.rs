@@ -307,7 +307,7 @@ impl Order {
 /// The UTC calendar date `(year, month 1–12, day 1–31)` of a day count
 /// since 1970-01-01 (Howard Hinnant's civil-from-days, to avoid a date
 /// crate for one timestamp).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -320,7 +320,7 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Formats a time as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn rfc3339(time: SystemTime) -> String {
+pub(crate) fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (year, month, day) = civil_from_days((secs / 86_400) as i64);

@@ -42,7 +42,7 @@ pub enum RepoError {
 }
 
 /// Reads and writes orders over a shared Redis connection `C`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OrderRepo<C> {
     conn: C,
     timeout: Duration,

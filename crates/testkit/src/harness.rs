@@ -73,6 +73,16 @@ pub fn workspace_root() -> PathBuf {
 pub fn cargo_command() -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
+    without_run_env(&mut command);
+    command
+}
+
+/// Removes from `command`'s environment what cargo sets for the running
+/// test or bench alone (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …): a cargo
+/// build started from it would otherwise see a changed environment and
+/// rebuild what tracks it (ring's build script tracks
+/// `CARGO_MANIFEST_DIR`).
+pub fn without_run_env(command: &mut Command) {
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         let set_for_the_run = [
@@ -92,7 +102,6 @@ pub fn cargo_command() -> Command {
             command.env_remove(name.as_ref());
         }
     }
-    command
 }
 
 /// Runs `cargo build --release --locked <targets>` in this workspace and

@@ -56,6 +56,16 @@ pub struct RedisConnection {
     pinned: Option<u64>,
 }
 
+/// Its timeout and pinning only: never the URL (it may hold a password).
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("timeout", &self.timeout)
+            .field("pinned", &self.pinned)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisConnection {
     /// A connection to `url` (`redis://`, `rediss://` for TLS, with
     /// `user:password@` for AUTH, or IAM authentication through

@@ -65,6 +65,7 @@ use crate::store::{IdempotencyStore, Phase, StoreError, StoredRecord};
 use crate::{OwnerToken, StoreKey};
 
 /// Idempotency records in Redis. Cheap to clone (the connection is shared).
+/// Its `Debug` shows the options, never the URL (it may hold a password).
 #[derive(Clone)]
 pub struct RedisStore {
     conn: RedisConnection,
@@ -72,6 +73,14 @@ pub struct RedisStore {
     scripts: Arc<Scripts>,
     /// With `min_replicas`: the connection each live claim went to.
     claimed: Arc<ClaimedOn>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Scripts {
