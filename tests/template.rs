@@ -1,5 +1,11 @@
-//! `template.yaml` against the code it deploys: what the template counts
-//! must be what the function writes.
+//! `template.yaml` against the code it deploys: what the template routes
+//! and counts must be what the function serves and writes.
+//!
+//! Routes: the routes the function serves (`idempotent_orders::routes::ROUTES`,
+//! the table its router matches against), the route keys of the template's
+//! API and the operations of `openapi.yaml` must be the same list, so that
+//! a route added in one place alone fails here. Everything else reaches the
+//! function through `$default`, under the orders routes' authorizer.
 //!
 //! The order-store alarm counts, through a CloudWatch Logs metric filter,
 //! the `ERROR` line the orders handler writes for each `503
@@ -10,6 +16,7 @@
 //! may, not even the layer's own `503` for a store that failed before the
 //! handler (that one has `StoreErrorAlarm`).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -33,6 +40,128 @@ fn properties<'a>(template: &'a Yaml, name: &str) -> &'a Yaml {
     let resource = &template["Resources"][name];
     assert!(!resource.is_null(), "template.yaml has no resource {name}");
     &resource["Properties"]
+}
+
+/// Routes as (method, path) pairs, `POST /orders` as `("POST", "/orders")`.
+type Routes = BTreeSet<(String, String)>;
+
+/// The template's API routes by route key (`POST /orders`, `$default`),
+/// with their properties.
+fn template_routes(template: &Yaml) -> Vec<(String, &Yaml)> {
+    let resources = template["Resources"].as_mapping().expect("Resources");
+    resources
+        .values()
+        .filter(|r| r["Type"] == "AWS::ApiGatewayV2::Route")
+        .map(|r| {
+            let key = r["Properties"]["RouteKey"]
+                .as_str()
+                .expect("a plain RouteKey");
+            (key.to_owned(), &r["Properties"])
+        })
+        .collect()
+}
+
+/// `openapi.yaml`'s operations.
+fn openapi_routes() -> Routes {
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.yaml");
+    let text = std::fs::read_to_string(path).expect("openapi.yaml");
+    let doc: Yaml = serde_norway::from_str(&text).expect("openapi.yaml is YAML");
+    let paths = doc["paths"].as_mapping().expect("paths");
+    let mut routes = Routes::new();
+    for (path, item) in paths {
+        let path = path.as_str().expect("a path");
+        for method in item.as_mapping().expect("a path item").keys() {
+            let method = method.as_str().expect("a key");
+            if METHODS.contains(&method) {
+                routes.insert((method.to_uppercase(), path.to_owned()));
+            }
+        }
+    }
+    routes
+}
+
+/// The routes the function serves.
+fn code_routes() -> Routes {
+    idempotent_orders::routes::ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect()
+}
+
+/// API Gateway's own route keys, which no operation corresponds to: the
+/// catch-all, and the unauthenticated OPTIONS route that lets CORS
+/// preflights past the catch-all's authorizer.
+const GATEWAY_KEYS: [&str; 2] = ["$default", "OPTIONS /{proxy+}"];
+
+#[test]
+fn the_function_the_template_and_openapi_yaml_have_the_same_routes() {
+    let template = template();
+    let mut deployed = Routes::new();
+    for (key, _) in template_routes(&template) {
+        if GATEWAY_KEYS.contains(&key.as_str()) {
+            continue;
+        }
+        let (method, path) = key.split_once(' ').expect("METHOD /path");
+        assert!(
+            deployed.insert((method.to_owned(), path.to_owned())),
+            "route key {key} appears twice"
+        );
+    }
+    let served = code_routes();
+    assert_eq!(
+        served.len(),
+        idempotent_orders::routes::ROUTES.len(),
+        "a route appears twice in ROUTES"
+    );
+    assert_eq!(
+        deployed, served,
+        "template.yaml's route keys (left) against ROUTES (right)"
+    );
+    assert_eq!(
+        openapi_routes(),
+        served,
+        "openapi.yaml's operations (left) against ROUTES (right)"
+    );
+}
+
+#[test]
+fn every_other_request_reaches_the_function_behind_the_orders_routes_authorizer() {
+    let template = template();
+    let routes = template_routes(&template);
+    let route = |key: &str| {
+        routes
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, properties)| *properties)
+            .unwrap_or_else(|| panic!("template.yaml has no route {key}"))
+    };
+    let auth = |properties: &Yaml| {
+        (
+            properties["AuthorizationType"].clone(),
+            properties["AuthorizerId"].clone(),
+        )
+    };
+    let orders = auth(route("POST /orders"));
+    assert_eq!(auth(route("GET /orders/{id}")), orders);
+    assert_eq!(
+        auth(route("$default")),
+        orders,
+        "$default is behind the orders routes' authorizer"
+    );
+    let open = (Yaml::from("NONE"), Yaml::Null);
+    assert_eq!(auth(route("GET /problems/{slug}")), open);
+    assert_eq!(
+        auth(route("OPTIONS /{proxy+}")),
+        open,
+        "CORS preflights carry no credentials"
+    );
+    let target = &route("POST /orders")["Target"];
+    for (key, properties) in &routes {
+        assert_eq!(&properties["Target"], target, "{key} goes to the function");
+    }
 }
 
 /// A CloudWatch Logs JSON filter pattern of the one form the template uses,
