@@ -1,5 +1,5 @@
 //! The function's routes: one table that the router matches every request
-//! against ([`find`]), and that `tests/template.rs` compares with
+//! against (`find`), and that `tests/template.rs` compares with
 //! `template.yaml`'s route keys and `openapi.yaml`'s paths. A route added to
 //! the code is served and must be added to both; one added to either alone
 //! fails that test.
