@@ -20,6 +20,11 @@ Python standard library only.
     python3 examples/client.py --url http://localhost:9000/lambda-url/idempotent-orders \\
         --product "Espresso beans 1kg" --quantity 2
 
+Against the deployed stack, send the caller's credentials with every try:
+--bearer TOKEN (AuthMode jwt: `Authorization: Bearer TOKEN`), or any header
+with --header 'Name: value' (repeatable). Without them the API's first
+answer is a final 401.
+
 Prints the final answer's body on stdout. Exit status: 0 for a 2xx, 1 for
 another final answer, 2 when every try failed. --log prints one JSON line
 per try on stderr (try, key, status or error, replayed, wait, body).
@@ -29,6 +34,7 @@ import argparse
 import email.utils
 import http.client
 import json
+import re
 import sys
 import time
 import urllib.error
@@ -36,6 +42,14 @@ import urllib.request
 import uuid
 
 RETRY_STATUSES = (409, 503)
+
+# Headers the client sets itself, and what to use instead of --header.
+OWN_HEADERS = {
+    "idempotency-key": "use --key",
+    "content-type": "the body is always JSON",
+}
+# An HTTP field name (RFC 9110 token).
+HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Answer:
@@ -50,15 +64,17 @@ class Answer:
         return self.headers.get(name.lower())
 
 
-def post(url, key, body, timeout):
-    """One try. Returns an Answer, or raises OSError / HTTPException."""
+def post(url, key, body, timeout, headers=None):
+    """One try, with the extra `headers` (a dict). Returns an Answer, or
+    raises OSError / HTTPException."""
     request = urllib.request.Request(
         url,
         data=body,
         method="POST",
         headers={
-            "Content-Type": "application/json",
             "Accept": "application/json, application/problem+json",
+            **(headers or {}),
+            "Content-Type": "application/json",
             "Idempotency-Key": key,
         },
     )
@@ -95,11 +111,13 @@ def create_order(
     max_wait=10.0,
     on_try=None,
     sleep=time.sleep,
+    headers=None,
 ):
     """Sends `order` (a dict) to POST {base_url}/orders until it is answered.
 
     Returns (answer, key); answer is None when every try failed. `on_try`,
-    if given, is called with a dict describing each try.
+    if given, is called with a dict describing each try. `headers` (a dict,
+    e.g. Authorization) go with every try.
     """
     key = key or str(uuid.uuid4())
     url = base_url.rstrip("/") + "/orders"
@@ -108,7 +126,7 @@ def create_order(
     for attempt in range(1, tries + 1):
         report = {"try": attempt, "key": key}
         try:
-            answer = post(url, key, body, timeout)
+            answer = post(url, key, body, timeout, headers)
         except (OSError, http.client.HTTPException) as error:
             # Timeouts, refused and reset connections: the order may exist.
             answer = None
@@ -139,6 +157,35 @@ def create_order(
     return (answer if answer is not None and answer.status not in RETRY_STATUSES else None), key
 
 
+def header(text):
+    """`Name: value` from --header, as (name, value)."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not HEADER_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(f"not a header, expected 'Name: value': {text!r}")
+    if any(c in value for c in "\r\n\0"):
+        raise argparse.ArgumentTypeError(f"a header value cannot hold a line break or NUL: {name}")
+    if name.lower() in OWN_HEADERS:
+        raise argparse.ArgumentTypeError(f"the client sets {name} itself: {OWN_HEADERS[name.lower()]}")
+    return name, value
+
+
+def extra_headers(parser, args):
+    """The headers of --header and --bearer, each name once."""
+    pairs = list(args.header)
+    if args.bearer is not None:
+        try:
+            pairs.append(header("Authorization: Bearer " + args.bearer))
+        except argparse.ArgumentTypeError as error:
+            parser.error(f"--bearer: {error}")
+    headers = {}
+    for name, value in pairs:
+        if name.lower() in (n.lower() for n in headers):
+            parser.error(f"{name} is given twice (--header, --bearer)")
+        headers[name] = value
+    return headers
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="the API's base URL, without /orders")
@@ -149,7 +196,11 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per try (default 5)")
     parser.add_argument("--max-wait", type=float, default=10.0, help="longest wait between tries")
     parser.add_argument("--log", action="store_true", help="one JSON line per try on stderr")
+    parser.add_argument("--header", type=header, action="append", default=[], metavar="'NAME: VALUE'",
+                        help="a header sent with every try (repeatable), e.g. 'Authorization: Bearer ...'")
+    parser.add_argument("--bearer", metavar="TOKEN", help="sends 'Authorization: Bearer TOKEN' with every try")
     args = parser.parse_args(argv)
+    headers = extra_headers(parser, args)
 
     def log(report):
         if args.log:
@@ -163,6 +214,7 @@ def main(argv=None):
         timeout=args.timeout,
         max_wait=args.max_wait,
         on_try=log,
+        headers=headers,
     )
     if answer is None:
         print(f"no answer after {args.tries} tries (Idempotency-Key {key}); "

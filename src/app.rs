@@ -1,7 +1,8 @@
 //! The router: the only place that knows both the orders handlers and the
-//! idempotency layer. `POST /orders` goes through the layer; `GET
-//! /orders/{id}` does not need it (reads are naturally idempotent), nor
-//! does `GET /problems/{slug}` (the problem documents, [`crate::problems`]).
+//! idempotency layer. It answers the routes of [`crate::routes::ROUTES`]:
+//! `POST /orders` goes through the layer; `GET /orders/{id}` does not need
+//! it (reads are naturally idempotent), nor does `GET /problems/{slug}`
+//! (the problem documents, [`crate::problems`]).
 //!
 //! Two small adapters join the walls between them: the layer's
 //! [`ExecutionId`] becomes the order's [`OrderId`] (every attempt at one
@@ -12,7 +13,6 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use lambda_http::http::Method;
 use lambda_http::tower::{Layer, Service, ServiceExt};
 use lambda_http::{Body, Request, Response};
 use lambda_idempotency::{caller_scope, ApiGatewayScope};
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::problems::{self, INTERNAL_ERROR, METHOD_NOT_ALLOWED, ROUTE_NOT_FOUND};
+use crate::routes::{self, Endpoint, Match};
 
 /// The create handler as the layer sees it.
 type Create = Attach<CreateOrder<RedisConnection>>;
@@ -37,32 +38,6 @@ pub struct App {
     store: RedisStore,
     scope: Arc<ApiGatewayScope>,
     problem_base: Arc<str>,
-}
-
-enum Route {
-    Orders,
-    Order(String),
-    ProblemType(String),
-    Unknown,
-}
-
-fn route(path: &str) -> Route {
-    if path == "/orders" {
-        return Route::Orders;
-    }
-    match last_segment(path, "/orders/") {
-        Some(id) => Route::Order(id.to_owned()),
-        None => match last_segment(path, "/problems/") {
-            Some(slug) => Route::ProblemType(slug.to_owned()),
-            None => Route::Unknown,
-        },
-    }
-}
-
-/// The one non-empty segment of `path` after `prefix`.
-fn last_segment<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    path.strip_prefix(prefix)
-        .filter(|rest| !rest.is_empty() && !rest.contains('/'))
 }
 
 /// Hands the orders handler what it needs from outside: the layer's
@@ -185,32 +160,31 @@ impl App {
     /// Answers one request. Never fails: every error is a problem+json.
     pub async fn handle(&self, req: Request) -> Response<Body> {
         let base = &*self.problem_base;
-        match route(&route_path(&req)) {
-            Route::Orders if req.method() == Method::POST => {
-                match self.create.clone().oneshot(req).await {
-                    Ok(response) => response,
-                    // The layer turns every failure into a response; this
-                    // arm exists only because its error type allows it.
-                    Err(e) => {
-                        tracing::error!(error = %e, "idempotency layer failed");
-                        internal_error(base)
-                    }
+        // The path borrows the request; only a route's parameter (an
+        // order id, a slug) is copied out of it.
+        let (endpoint, param) = match routes::find(req.method().as_str(), &route_path(&req)) {
+            Match::Found(endpoint, param) => (endpoint, param.map(str::to_owned)),
+            Match::WrongMethod(allow) => return method_not_allowed(allow, base),
+            Match::NotFound => {
+                return Problem::new(ROUTE_NOT_FOUND, routes::not_found_detail())
+                    .into_response(base)
+            }
+        };
+        let param = param.unwrap_or_default();
+        match endpoint {
+            Endpoint::CreateOrder => match self.create.clone().oneshot(req).await {
+                Ok(response) => response,
+                // The layer turns every failure into a response; this
+                // arm exists only because its error type allows it.
+                Err(e) => {
+                    tracing::error!(error = %e, "idempotency layer failed");
+                    internal_error(base)
                 }
+            },
+            Endpoint::GetOrder => {
+                get_order(&self.repo, &param, owner(&self.scope, &req).as_ref(), base).await
             }
-            Route::Orders => method_not_allowed("POST", base),
-            Route::Order(id) if req.method() == Method::GET => {
-                get_order(&self.repo, &id, owner(&self.scope, &req).as_ref(), base).await
-            }
-            Route::Order(_) => method_not_allowed("GET", base),
-            Route::ProblemType(slug) if req.method() == Method::GET => {
-                problems::answer(&slug, base)
-            }
-            Route::ProblemType(_) => method_not_allowed("GET", base),
-            Route::Unknown => Problem::new(
-                ROUTE_NOT_FOUND,
-                "No such route. Routes: POST /orders, GET /orders/{id}, GET /problems/{slug}.",
-            )
-            .into_response(base),
+            Endpoint::ProblemType => problems::answer(&param, base),
         }
     }
 }

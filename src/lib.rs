@@ -15,6 +15,8 @@
 //! - [`app`]: the router that puts the two crates together: `POST /orders`
 //!   behind the idempotency layer, `GET /orders/{id}`, `GET
 //!   /problems/{slug}`, 404 and 405.
+//! - [`routes`]: the table of those routes, which the router matches
+//!   against and the tests compare with `template.yaml` and `openapi.yaml`.
 //! - [`runtime`]: the Lambda runtime around [`entry`], which writes each
 //!   request's log-and-metric line after its response is out.
 //! - [`logging`]: the log subscriber, whose lines name the invocation they
@@ -31,6 +33,7 @@ pub mod config;
 pub mod entry;
 pub mod logging;
 pub mod problems;
+pub mod routes;
 pub mod runtime;
 
 pub use app::App;

@@ -5,8 +5,15 @@
 //! through (timeouts, `409`s, `503`s), the run ends with exactly one order,
 //! and every successful try, including a later retry by hand, answered the
 //! same bytes.
+//!
+//! The headers the client is told to send (`--bearer`, `--header`), which
+//! nothing under `cargo lambda watch` answers differently, are checked
+//! against a small HTTP listener that records every request it receives.
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use idempotent_orders::{App, Config};
@@ -257,4 +264,147 @@ async fn the_clients_default_retries_outlast_a_key_left_claimed_by_a_frozen_inst
         status => assert_eq!(status, 503, "{:?}", first.body()),
     }
     assert_eq!(redis.orders(), 1);
+}
+
+/// An HTTP listener on a free port that answers each connection with the
+/// next of its scripted responses and records the request's headers
+/// (names in lower case).
+struct Recorder {
+    addr: SocketAddr,
+    served: JoinHandle<Vec<Vec<(String, String)>>>,
+}
+
+impl Recorder {
+    fn start(responses: Vec<String>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        let served = std::thread::spawn(move || {
+            responses
+                .into_iter()
+                .map(|response| {
+                    let (mut stream, _) = listener.accept().expect("a request");
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .expect("a read timeout");
+                    let headers = read_request(&mut stream);
+                    stream.write_all(response.as_bytes()).expect("the answer");
+                    headers
+                })
+                .collect()
+        });
+        Self { addr, served }
+    }
+
+    fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The headers of each request, once every scripted response was sent.
+    fn requests(self) -> Vec<Vec<(String, String)>> {
+        self.served.join().expect("the listener")
+    }
+}
+
+/// Reads one request (head and `Content-Length` body); returns its headers.
+fn read_request(stream: &mut impl Read) -> Vec<(String, String)> {
+    let mut bytes = Vec::new();
+    let mut chunk = [0; 4096];
+    let head_end = loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        let n = stream.read(&mut chunk).expect("the request");
+        assert!(n > 0, "the connection closed inside the request head");
+        bytes.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(bytes[..head_end].to_vec()).expect("an ASCII head");
+    let headers: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map_or(0, |(_, v)| v.parse().expect("a length"));
+    while bytes.len() < head_end + 4 + length {
+        let n = stream.read(&mut chunk).expect("the body");
+        assert!(n > 0, "the connection closed inside the body");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    headers
+}
+
+fn answer(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[test]
+fn the_client_sends_its_bearer_token_and_headers_with_every_try() {
+    let recorder = Recorder::start(vec![
+        answer(
+            "503 Service Unavailable",
+            "Content-Type: application/problem+json\r\nRetry-After: 0\r\n",
+            r#"{"status":503}"#,
+        ),
+        answer(
+            "201 Created",
+            "Content-Type: application/json\r\n",
+            r#"{"message":"Order created"}"#,
+        ),
+    ]);
+    let run = client_with(
+        &recorder.base_url(),
+        "client-headers",
+        &[
+            "--bearer",
+            "token-123",
+            "--header",
+            "X-Tenant: acme",
+            "--header",
+            "X-Note:  a: b ",
+        ],
+    );
+    assert_eq!(run.exit, Some(0), "{}", run.stderr);
+    assert_eq!(run.statuses(), [Some(503), Some(201)], "{}", run.stderr);
+    let requests = recorder.requests();
+    assert_eq!(requests.len(), 2);
+    for headers in &requests {
+        let value = |name: &str| {
+            let values: Vec<&str> = headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(values.len(), 1, "{name} once: {headers:?}");
+            values[0]
+        };
+        assert_eq!(value("authorization"), "Bearer token-123");
+        assert_eq!(value("x-tenant"), "acme");
+        assert_eq!(value("x-note"), "a: b");
+        assert_eq!(value("idempotency-key"), "client-headers");
+        assert_eq!(value("content-type"), "application/json");
+    }
+}
+
+#[test]
+fn the_client_refuses_headers_it_sets_itself_or_cannot_send_before_any_try() {
+    for bad in [
+        &["--header", "Idempotency-Key: other"][..],
+        &["--header", "content-type: text/plain"],
+        &["--header", "no colon"],
+        &["--header", "X-Line: a\nb"],
+        &["--bearer", "a", "--header", "Authorization: Basic x"],
+        &["--header", "X-A: 1", "--header", "x-a: 2"],
+    ] {
+        // Nothing listens there: a try would be a connection error.
+        let run = client_with("http://127.0.0.1:9", "client-refused", bad);
+        assert_eq!(run.exit, Some(2), "{bad:?}: {}", run.stderr);
+        assert!(run.tries.is_empty(), "{bad:?}: {}", run.stderr);
+        assert!(run.stderr.contains("error:"), "{bad:?}: {}", run.stderr);
+    }
 }
