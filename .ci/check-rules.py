@@ -12,7 +12,7 @@ Fn::EachMemberIn); any other function makes it fail loudly rather than guess.
 
 Each case is a parameter set (defaults + overrides) and the exact set of rule
 and parameter names it must be rejected by (empty: accepted). The first case
-is samconfig.toml's parameter_overrides as shipped: README's checklist with
+is samconfig.toml's parameter_overrides as shipped: docs/deploy.md's checklist with
 its blanks still blank, so rejected only for those.
 
 Then the template as CloudFormation receives it: SAM's transform applied (by
@@ -210,7 +210,7 @@ def rule_errors(rules: dict, vals) -> dict[str, list[str]]:
 
 
 def samconfig_case(path: str) -> tuple[str, dict[str, str], set[str]] | None:
-    """samconfig.toml's deploy overrides, as shipped (README's checklist with the blanks
+    """samconfig.toml's deploy overrides, as shipped (docs/deploy.md's checklist with the blanks
     still blank): every name a template parameter, and rejected only for the blanks."""
     try:
         import tomllib

@@ -1,6 +1,6 @@
 //! What one order costs in Redis, measured: the record and the order the
 //! largest valid order leaves behind (`MEMORY USAGE`, and the values' own
-//! lengths), against the numbers the README states ("Bounded storage and
+//! lengths), against the numbers docs/guarantees.md states ("Bounded storage and
 //! bounded answers").
 
 use idempotent_orders::{App, Config};
@@ -44,7 +44,7 @@ async fn stored(body: &str) -> ((u64, u64), (u64, u64)) {
     (sizes(&redis, "idempotency:*"), sizes(&redis, "orders:*"))
 }
 
-/// What the README states: `(MEMORY USAGE, value length)` in bytes of the
+/// What docs/guarantees.md states: `(MEMORY USAGE, value length)` in bytes of the
 /// record and of the order, for the typical order of its examples and for
 /// the largest valid one (redis-server 7.0.15, jemalloc).
 const TYPICAL: ((u64, u64), (u64, u64)) = ((504, 331), (312, 204));

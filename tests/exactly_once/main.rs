@@ -18,7 +18,7 @@
 //!   required), eviction under `allkeys-lru`.
 //!
 //! Each scenario is bounded (a few seconds) so the suite stays within CI's
-//! time; the README's "Exactly once under load and faults" section
+//! time; docs/guarantees.md's "Exactly once under load and faults" section
 //! explains each.
 
 mod crashes;

@@ -1,8 +1,8 @@
-//! A Redis out of memory: under `noeviction` (the README's setting) a new
+//! A Redis out of memory: under `noeviction` (the setting docs/deploy.md recommends) a new
 //! claim is refused, so nothing runs and replays still work, except with
 //! `REDIS_MIN_REPLICAS`, where a replay must write its record back for
 //! `WAIT` to cover it and so gets `503` too; under `allkeys-lru` records
-//! are evicted and completed keys run again, which is why the README says
+//! are evicted and completed keys run again, which is why docs/guarantees.md says
 //! `noeviction`. One process; every step sends one request per slot at
 //! once.
 
