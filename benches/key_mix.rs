@@ -68,37 +68,70 @@ pub fn generate() -> Vec<Request> {
 /// What clients saw over part of the mix.
 #[derive(Default)]
 pub struct MixRun {
-    pub new: Vec<Duration>,
-    pub retry: Vec<Duration>,
-    /// Retries answered `409`: their first attempt was still running.
+    /// Requests sent: new orders and retries.
+    pub sent: [usize; 2],
+    /// Durations of the requests that ran the handler (`201`, not a
+    /// replay) and of those that were replayed.
+    pub executed: Vec<Duration>,
+    pub replayed: Vec<Duration>,
+    /// `409`s: the key's first request to arrive was still running.
     pub conflicts: usize,
+    /// `503`s: Redis did not answer within `REDIS_TIMEOUT_MS`.
+    pub unavailable: usize,
+    /// Requests a later request of the same order overtook (a thread of
+    /// the function stalled while seven others served the mix on): a new
+    /// order replayed or refused with `409`, or a retry that ran the
+    /// handler.
+    pub overtaken: usize,
     pub wall: Duration,
 }
 
 impl MixRun {
-    /// Requests answered, `409`s included.
+    /// Requests sent.
     pub fn requests(&self) -> usize {
-        self.new.len() + self.retries()
+        self.sent[0] + self.sent[1]
     }
 
-    /// Retries answered, `409`s included.
+    /// Retries sent.
     pub fn retries(&self) -> usize {
-        self.retry.len() + self.conflicts
+        self.sent[1]
     }
 
     /// Adds another part's figures to these.
     pub fn add(&mut self, other: MixRun) {
-        self.new.extend(other.new);
-        self.retry.extend(other.retry);
+        self.sent = [self.sent[0] + other.sent[0], self.sent[1] + other.sent[1]];
+        self.executed.extend(other.executed);
+        self.replayed.extend(other.replayed);
         self.conflicts += other.conflicts;
+        self.unavailable += other.unavailable;
+        self.overtaken += other.overtaken;
         self.wall += other.wall;
+    }
+
+    /// Files one answer to `request`.
+    fn record(&mut self, request: Request, status: u16, replayed: bool, took: Duration) {
+        self.sent[usize::from(request.retry)] += 1;
+        match (status, replayed) {
+            (201, false) => self.executed.push(took),
+            (201, true) => self.replayed.push(took),
+            (409, _) => self.conflicts += 1,
+            (503, _) => self.unavailable += 1,
+            _ => unreachable!("checked by the caller"),
+        }
+        let in_order = match (request.retry, status, replayed) {
+            (false, 201, replayed) => !replayed,
+            (false, 409, _) => false,
+            (true, 201, replayed) => replayed,
+            _ => true,
+        };
+        self.overtaken += usize::from(!in_order);
     }
 }
 
 /// `CONCURRENCY` clients sending `mix[range]` to `lambda`, each taking the
 /// next request when its last is answered, with keys `<prefix>-<order>`.
-/// A new order must be executed (`201`, not a replay); a retry must be
-/// replayed, or get `409` if its first attempt is still running.
+/// Every answer must be one a client of the mix can get: `201` (executed
+/// or replayed), `409` or `503`; anything else stops the run.
 pub async fn run(
     lambda: &Arc<Harness>,
     mix: &Arc<Vec<Request>>,
@@ -122,13 +155,13 @@ pub async fn run(
                 let event = order(&format!("{prefix}-{}", request.order), TEA);
                 let outcome = lambda.invoke(0, &event, DEADLINE).await;
                 let response = outcome.response();
+                assert!(
+                    matches!(response.status, 201 | 409 | 503),
+                    "request {i} of the mix: {:?}",
+                    response.raw
+                );
                 let took = outcome.elapsed().expect("elapsed");
-                match (request.retry, response.status, response.replayed()) {
-                    (false, 201, false) => seen.new.push(took),
-                    (true, 201, true) => seen.retry.push(took),
-                    (true, 409, _) => seen.conflicts += 1,
-                    _ => panic!("request {i} of the mix: {:?}", response.raw),
-                }
+                seen.record(request, response.status, response.replayed(), took);
             }
         }));
     }
