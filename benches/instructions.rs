@@ -205,8 +205,9 @@ impl Count {
 }
 
 /// Prints the table (instructions beyond `floor-echo`, also in units of
-/// the one-Redis-call floor's extra) and the profiles of the replay and
-/// new-order paths; writes `target/bench/instructions.json`.
+/// the one-Redis-call floor's extra) and the profiles of the replay (from
+/// Redis and from the local cache) and new-order paths; writes
+/// `target/bench/instructions.json`.
 pub fn print_and_save(paths: &[Bench], counts: &[Count], function: &Path) {
     println!("\nfunction: {}", function.display());
     println!("{SHORT} and {LONG} invocations after {WARM_UP}; instructions per invocation\n");
@@ -224,7 +225,7 @@ pub fn print_and_save(paths: &[Bench], counts: &[Count], function: &Path) {
         );
     }
     for (path, count) in paths.iter().zip(counts) {
-        if matches!(path.name, "replay" | "new order") {
+        if matches!(path.name, "replay" | "new order" | "replay, local cache") {
             println!(
                 "\n{}: exclusive instructions per invocation beyond floor-echo, top {TOP}",
                 path.name

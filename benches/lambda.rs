@@ -17,12 +17,15 @@
 //! throughput over 1, 2 and 4 instances; one process at Managed Instances
 //! concurrency 1, 8 and 32; cold start (init and the first invocation,
 //! connecting at init or on the first request); memory; stored-body size
-//! and a large keyspace. It prints
+//! and a large keyspace. The local cache has a latency path, a share of the
+//! memory step and a Managed Instances mix of its own (`cache.rs`). It prints
 //! tables, writes `target/bench/results.json`, and draws
 //! `target/bench/latency.png` with `benches/plot.py` when matplotlib is
 //! installed. Durations are figures to read, never assertions.
 
+mod cache;
 mod instructions;
+mod key_mix;
 mod processes;
 mod report;
 
@@ -62,6 +65,9 @@ const QUIET: &[(&str, &str)] = &[("RUST_LOG", "error"), ("METRICS_NAMESPACE", ""
 
 /// Extra environment variables of one instance.
 type Env = &'static [(&'static str, &'static str)];
+
+/// The harness of the function with the local cache on (`cache::CACHED`).
+const CACHED_HARNESS: usize = 4;
 
 /// A new order's event without its `Idempotency-Key`.
 fn missing_key() -> Value {
@@ -155,7 +161,8 @@ fn hold_in_progress(redis: &RedisServer, key: &str) {
 }
 
 /// The paths to measure: harness 0 and 1 are the floors, 2 the function
-/// as deployed, 3 the function with logs and metrics off.
+/// as deployed, 3 the function with logs and metrics off, 4 the function
+/// as deployed with the local cache on.
 async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
     let deployed = &harnesses[2];
     let created = deployed
@@ -258,13 +265,17 @@ async fn paths(harnesses: &[Harness], redis: &RedisServer) -> Vec<Bench> {
             status: 201,
         },
     ];
-    if harnesses.len() > 4 {
+    paths.extend(cache::paths(harnesses).await);
+    if harnesses.len() > BASELINE_HARNESS {
         paths.extend(baseline_paths(&baseline_location));
     }
     paths
 }
 
-/// The baseline binary's (`BENCH_BASELINE`) paths: harness 4, deployed
+/// The harness of `BENCH_BASELINE`, when it is set.
+const BASELINE_HARNESS: usize = 5;
+
+/// The baseline binary's (`BENCH_BASELINE`) paths: harness 5, deployed
 /// configuration, on the records the function made (same record format).
 fn baseline_paths(location: &str) -> Vec<Bench> {
     let location = location.to_owned();
@@ -273,31 +284,31 @@ fn baseline_paths(location: &str) -> Vec<Bench> {
     vec![
         Bench {
             name: "baseline: new order",
-            harness: 4,
+            harness: BASELINE_HARNESS,
             event: Box::new(move |i| order(&format!("bench-base-{run}-{i}"), TEA)),
             status: 201,
         },
         Bench {
             name: "baseline: replay",
-            harness: 4,
+            harness: BASELINE_HARNESS,
             event: Box::new(|_| order("bench-replay", TEA)),
             status: 201,
         },
         Bench {
             name: "baseline: in progress (409)",
-            harness: 4,
+            harness: BASELINE_HARNESS,
             event: Box::new(|_| order("bench-busy", TEA)),
             status: 409,
         },
         Bench {
             name: "baseline: missing key (400)",
-            harness: 4,
+            harness: BASELINE_HARNESS,
             event: Box::new(move |_| missing.clone()),
             status: 400,
         },
         Bench {
             name: "baseline: GET /orders/{id}",
-            harness: 4,
+            harness: BASELINE_HARNESS,
             event: Box::new(move |_| get(&location)),
             status: 200,
         },
@@ -367,6 +378,7 @@ async fn main() {
         for (n, (rss, peak)) in memory(&function, &redis).await {
             println!("RSS after {n} invocations: {rss} KiB (peak {peak} KiB)");
         }
+        cache::print_memory(&cache::memory(&function, &redis).await);
         return;
     }
     let mut processes: Vec<(PathBuf, Env)> = vec![
@@ -374,6 +386,7 @@ async fn main() {
         (release.join("examples/floor-one-rtt"), QUIET),
         (function.clone(), DEPLOYED),
         (function.clone(), QUIET),
+        (function.clone(), &cache::CACHED),
     ];
     // `BENCH_BASELINE=<a release binary>`: an A/B comparison in one run;
     // its paths are named "baseline: …".
@@ -389,10 +402,16 @@ async fn main() {
     // of the floors and the named paths (all when none is named).
     // `-- latency [path name prefix …]`: only the latency table, of the
     // floors and the named paths.
-    // `-- managed`: only the Managed Instances table.
+    // `-- managed`: only the Managed Instances tables.
     if std::env::args().any(|a| a == "managed") {
         drop(harnesses);
         report::print_managed(&managed_instances(&function, &redis).await);
+        cache::print_managed(&cache::managed(&function, &redis).await);
+        return;
+    }
+    // `-- cache`: only the local cache's figures (`cache::only`).
+    if std::env::args().any(|a| a == "cache") {
+        cache::only(paths, harnesses, &function, &redis).await;
         return;
     }
     let mode = std::env::args().find(|a| a == "instructions" || a == "latency");
@@ -410,6 +429,7 @@ async fn main() {
             .collect();
         if mode == "latency" {
             let durations = latency(&paths, &harnesses).await;
+            cache::assert_no_redis(&paths, &harnesses, &redis).await;
             report::print_latency(&paths, &durations);
             return;
         }
@@ -419,6 +439,7 @@ async fn main() {
         return;
     }
     let durations = latency(&paths, &harnesses).await;
+    cache::assert_no_redis(&paths, &harnesses, &redis).await;
     let trips = round_trips(&paths, &harnesses, &redis).await;
     drop(harnesses);
     let results = Results {
@@ -426,8 +447,10 @@ async fn main() {
         round_trips: trips,
         throughput: instances_throughput(&function, &redis).await,
         managed: managed_instances(&function, &redis).await,
+        cache_managed: cache::managed(&function, &redis).await,
         cold: cold_start(&release, &redis).await,
         rss: memory(&function, &redis).await,
+        cache_memory: cache::memory(&function, &redis).await,
         binary: report::binary_sizes(&function),
         sizes: body_sizes(&release, &redis).await,
         million: large_keyspace(&function, &redis).await,

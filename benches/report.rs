@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::{Bench, PER_PATH};
+use crate::{cache, Bench, PER_PATH};
 
 #[derive(Clone, Copy)]
 pub struct Percentiles {
@@ -119,8 +119,10 @@ pub struct Results {
     pub round_trips: Vec<(f64, String)>,
     pub throughput: Vec<(usize, f64)>,
     pub managed: Vec<Concurrency>,
+    pub cache_managed: Vec<cache::Managed>,
     pub cold: Vec<Cold>,
     pub rss: Vec<(usize, (u64, u64))>,
+    pub cache_memory: Vec<cache::Memory>,
     pub binary: (u64, Option<u64>),
     pub sizes: Vec<Size>,
     pub million: (Percentiles, Percentiles),
@@ -244,6 +246,12 @@ pub fn print_and_save(paths: &[Bench], r: &Results) {
             2.5,
             false,
         ),
+        (
+            "replay from the local cache extra ≤ 0.2 × RTT".into(),
+            extra("replay, local cache"),
+            0.2,
+            false,
+        ),
     ];
 
     println!("\n| instances | new orders/s |\n|---:|---:|");
@@ -251,6 +259,7 @@ pub fn print_and_save(paths: &[Bench], r: &Results) {
         println!("| {n} | {rate:.0} |");
     }
     print_managed(&r.managed);
+    cache::print_managed(&r.cache_managed);
     let eight = r.managed.iter().find(|m| m.concurrency == 8);
     if let (Some(single), Some(eight)) = (r.managed.first(), eight) {
         targets.push((
@@ -277,6 +286,7 @@ pub fn print_and_save(paths: &[Bench], r: &Results) {
     for (n, (now, peak)) in &r.rss {
         println!("RSS after {n} invocations: {now} KiB (peak {peak} KiB)");
     }
+    cache::print_memory(&r.cache_memory);
     let (size, stripped) = r.binary;
     println!(
         "binary: {size} bytes, stripped {}",
@@ -325,6 +335,7 @@ fn save(paths: &[Bench], r: &Results, rtt: f64, targets: &[Target], (cpu, cores)
         "cold_start": r.cold.iter().map(|c| json!({"variant": c.name, "init_median_us": c.init.median,
             "first_invocation_median_us": c.first.median})).collect::<Vec<_>>(),
         "rss_kib": r.rss.iter().map(|(n, (now, peak))| json!({"invocations": n, "rss": now, "peak": peak})).collect::<Vec<_>>(),
+        "local_cache": cache::to_json(&r.cache_memory, &r.cache_managed),
         "binary_bytes": r.binary.0, "stripped_bytes": r.binary.1,
         "body_sizes": r.sizes.iter().map(|s| json!({"body": s.label, "new_median_us": s.new.median,
             "replay_median_us": s.replay.median, "memory_usage_bytes": s.memory})).collect::<Vec<_>>(),

@@ -8,18 +8,47 @@
 //! itself waited for them). A completed record never changes again, so a
 //! copy cannot go stale; it is kept until the record's own expiry, which
 //! completed records carry for this (`record.rs`). The cache is bounded in
-//! bytes: the oldest entries leave first.
+//! bytes, each entry counted at what it takes of the process's memory (its
+//! allocations and its share of the map), not only at its record's size:
+//! the oldest entries leave first.
 
 use std::collections::{HashMap, VecDeque};
+use std::mem::size_of;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::record::Record;
+use crate::record::{Record, RecordState};
 use crate::run::now_ms;
 use crate::StoreKey;
 
-/// Bytes counted for an entry besides its key and response: the map's and
-/// the queue's own share, headers' and strings' allocations.
-const OVERHEAD: usize = 160;
+/// The allocator's own share of each allocation: its header and the
+/// rounding of the size (glibc: 8 bytes, then up to 16), about 16 on
+/// average.
+const PER_ALLOCATION: usize = 16;
+
+/// Bytes of memory an entry for `record` under `key` takes: the key twice
+/// (the map's and the queue's copy), the owner, the response's headers and
+/// body, the header list, the allocator's share of each of these
+/// allocations, and the entry's map bucket and queue line, counted twice
+/// (a table that just grew is half empty). `cargo bench --bench lambda --
+/// cache` compares the bound with the process's resident memory.
+fn footprint(key: &str, record: &Record) -> usize {
+    let headers = match &record.state {
+        RecordState::Completed(response) => response.headers.len(),
+        RecordState::InProgress { .. } => 0,
+    };
+    // Collected from a filtered iterator: room for 4, then doubling.
+    let header_list = match headers {
+        0 => 0,
+        n => n.next_power_of_two().max(4) * size_of::<(String, Vec<u8>)>(),
+    };
+    let allocations = 5 + 2 * headers;
+    2 * key.len()
+        + record.owner.as_str().len()
+        + record.size()
+        + header_list
+        + allocations * PER_ALLOCATION
+        + 2 * (size_of::<(String, Entry)>() + 1 + size_of::<(String, u64)>())
+}
 
 /// Completed records by record key, bounded in bytes.
 pub(crate) struct LocalCache {
@@ -68,7 +97,7 @@ impl LocalCache {
     /// room by dropping the oldest entries. A record larger than the whole
     /// cache is not kept.
     pub(crate) fn put(&self, key: &StoreKey, record: Record, expires_ms: u64) {
-        let size = key.as_str().len() + record.size() + OVERHEAD;
+        let size = footprint(key.as_str(), &record);
         if size > self.limit || expires_ms <= now_ms() {
             return;
         }

@@ -409,8 +409,11 @@ impl Drop for RedisServer {
 /// function made, which `INFO commandstats` cannot tell (it also counts
 /// what scripts run inside Redis).
 pub struct Monitor {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Each command's name (lower case) and first argument (its key, for
+    /// commands on one key; empty when it has none).
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
     stream: TcpStream,
+    port: u16,
 }
 
 impl Monitor {
@@ -426,19 +429,22 @@ impl Monitor {
         std::thread::spawn(move || {
             let mut line = String::new();
             while std::io::BufRead::read_line(&mut reader, &mut line).is_ok_and(|n| n > 0) {
-                // `+<time> [<db> <client>] "CMD" …`; scripts show as `[<db> lua]`.
+                // `+<time> [<db> <client>] "CMD" "arg" …`; scripts show as `[<db> lua]`.
                 if !line.contains(" lua] ") {
                     if let Some(start) = line.find("] \"") {
-                        let name = line[start + 3..].split('"').next().unwrap_or("");
+                        let mut quoted = line[start + 3..].split('"');
+                        let name = quoted.next().unwrap_or("").to_ascii_lowercase();
+                        // After the name: `" "`, then the first argument.
+                        let first = quoted.nth(1).unwrap_or("").to_owned();
                         sink.lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .push(name.to_ascii_lowercase());
+                            .push((name, first));
                     }
                 }
                 line.clear();
             }
         });
-        Self { seen, stream }
+        Self { seen, stream, port }
     }
 
     /// The command names sent so far (lower case), after waiting briefly
@@ -446,6 +452,33 @@ impl Monitor {
     pub fn take(&self) -> Vec<String> {
         std::thread::sleep(Duration::from_millis(100));
         std::mem::take(&mut *self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// Every command sent before this call, as `(name, first argument)`;
+    /// clears the record. Exact however far `MONITOR` lags behind (under
+    /// load it can lag by many commands): it sends a marker (`ECHO`) and
+    /// waits until the marker comes through, which it does only after
+    /// everything the server ran before it.
+    pub fn take_commands(&self) -> Vec<(String, String)> {
+        let marker = format!("monitor-mark-{}", uuid::Uuid::new_v4().simple());
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port)).expect("marker connection");
+        let command = format!("*2\r\n$4\r\nECHO\r\n${}\r\n{marker}\r\n", marker.len());
+        conn.write_all(command.as_bytes()).expect("ECHO marker");
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = seen.iter().position(|(n, a)| n == "echo" && *a == marker) {
+                let mut before: Vec<_> = seen.drain(..=at).collect();
+                before.pop();
+                return before;
+            }
+            drop(seen);
+            assert!(Instant::now() < until, "MONITOR never showed its marker");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -546,5 +579,27 @@ mod tests {
         assert!(!second.spawn(), "the port answers, but not with our child");
         assert!(second.pid().is_none());
         assert!(matches!(first.answering(), Answer::Ours(Some(_))));
+    }
+
+    #[test]
+    fn take_commands_returns_every_command_sent_before_it_with_its_key() {
+        let redis = RedisServer::start();
+        let monitor = redis.monitor();
+        // One pipeline: the server runs them faster than MONITOR's reader
+        // takes them in, so the reader lags when take_commands is called.
+        let mut pipe = redis::pipe();
+        for n in 0..20_000 {
+            pipe.cmd("SET").arg(format!("key:{n}")).arg(n).ignore();
+        }
+        pipe.cmd("GET").arg("key:0");
+        let _: Vec<String> = pipe.query(&mut redis.conn()).expect("pipeline");
+        let seen = monitor.take_commands();
+        assert_eq!(seen.len(), 20_001);
+        assert!(seen[..20_000]
+            .iter()
+            .enumerate()
+            .all(|(n, (name, key))| name == "set" && *key == format!("key:{n}")));
+        assert_eq!(seen[20_000], ("get".to_owned(), "key:0".to_owned()));
+        assert!(monitor.take_commands().is_empty(), "taken commands are gone");
     }
 }

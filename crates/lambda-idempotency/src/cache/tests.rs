@@ -51,7 +51,7 @@ fn an_expired_record_leaves_at_lookup_and_frees_its_bytes() {
 
 #[test]
 fn the_oldest_records_leave_first_and_the_bound_holds() {
-    let one = key(0).as_str().len() + 100 + OVERHEAD;
+    let one = footprint(key(0).as_str(), &record(100));
     let cache = LocalCache::new(3 * one);
     for n in 0..5 {
         cache.put(&key(n), record(100), later(60_000));
