@@ -20,7 +20,8 @@ use lambda_idempotency::{
     route_path, ConfigError, DefaultStoreRule, DeferredLines, ExecutionId, Idempotency,
     IdempotencyLayer, RedisConnection, RedisStore, StoreRule,
 };
-use orders::{get_order, CreateOrder, OrderId, OrderRepo, Owner, Problem, Rejected};
+use orders::{get_order, CreateOrder, OrderId, OrderRepo, Owner, Rejected};
+use problem_details::Problem;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;

@@ -30,11 +30,10 @@ use lambda_http::request::LambdaRequest;
 use lambda_http::{
     Adapter, Body, BoxFuture, Context, Error, LambdaEvent, Request, Response, Service,
 };
+use problem_details::Problem;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
-
-use orders::Problem;
 
 use crate::app::App;
 use crate::problems::INVALID_REQUEST;

@@ -12,7 +12,7 @@
 
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
-use orders::{Problem, ProblemType};
+use problem_details::{Problem, ProblemType};
 
 /// The problem documents, one `## <slug>` section each.
 pub const DOCUMENT: &str = include_str!("../docs/problems.md");
@@ -147,7 +147,7 @@ mod tests {
             assert_eq!(response.status(), 404, "{slug:?}");
             assert_eq!(
                 response.headers()[header::CONTENT_TYPE],
-                orders::PROBLEM_JSON
+                problem_details::PROBLEM_JSON
             );
             let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(

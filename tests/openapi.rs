@@ -18,24 +18,16 @@ type Problems = BTreeMap<&'static str, (u16, &'static str)>;
 fn code_problems() -> Problems {
     let mut all = Problems::new();
     let lists = [
-        lambda_idempotency::PROBLEMS
-            .iter()
-            .map(|p| (p.slug, p.status.as_u16(), p.title))
-            .collect::<Vec<_>>(),
-        orders::PROBLEMS
-            .iter()
-            .map(|p| (p.slug, p.status.as_u16(), p.title))
-            .collect(),
-        idempotent_orders::problems::PROBLEMS
-            .iter()
-            .map(|p| (p.slug, p.status.as_u16(), p.title))
-            .collect(),
+        lambda_idempotency::PROBLEMS,
+        orders::PROBLEMS,
+        idempotent_orders::problems::PROBLEMS,
     ];
-    for (slug, status, title) in lists.into_iter().flatten() {
-        let previous = all.insert(slug, (status, title));
+    for kind in lists.into_iter().flatten() {
+        let previous = all.insert(kind.slug, (kind.status.as_u16(), kind.title));
         assert!(
             previous.is_none(),
-            "{slug} is listed twice across the crates"
+            "{} is listed twice across the crates",
+            kind.slug
         );
     }
     all

@@ -102,9 +102,9 @@
 //!   (`service.rs`), running the handler under a renewed lease (`run.rs`),
 //!   which responses are stored ([`StoreRule`], [`NotExecuted`]);
 //! - answers: errors and their single mapping to RFC 9457 problems
-//!   (`error.rs`, `problem.rs`), the list of those problems ([`PROBLEMS`],
-//!   each a [`ProblemType`]), one log line and one CloudWatch EMF line
-//!   per request (`outcome.rs`, `metrics.rs`).
+//!   (`error.rs`; rendered by the `problem-details` crate), the list of
+//!   those problems ([`PROBLEMS`], each a [`ProblemType`]), one log line
+//!   and one CloudWatch EMF line per request (`outcome.rs`, `metrics.rs`).
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
@@ -132,7 +132,6 @@ mod memory_store;
 mod metrics;
 mod outcome;
 mod pointer;
-mod problem;
 mod record;
 #[cfg(feature = "redis")]
 mod redis_store;
@@ -158,7 +157,7 @@ pub use layer::{IdempotencyLayer, IdempotencyLayerBuilder};
 pub use memory_store::MemoryStore;
 pub use metrics::{DeferredLines, InvocationIds};
 pub use pointer::{JsonPointer, PointerParseError};
-pub use problem::ProblemType;
+pub use problem_details::ProblemType;
 #[cfg(feature = "redis")]
 pub use redis_store::{
     ConnectError, IamAuth, RedisConnection, RedisOptions, RedisStore, DEFAULT_REDIS_URL,

@@ -154,7 +154,8 @@ impl<'a, St> Tally<'a, St> {
         let header = settings.key_header_label();
         if header != "Idempotency-Key" {
             // Details name the default header: name the one configured.
-            problem.detail = problem.detail.replace("Idempotency-Key", header);
+            let detail = problem.detail().replace("Idempotency-Key", header);
+            problem = problem.with_detail(detail);
         }
         self.finish(
             outcome,

@@ -13,15 +13,14 @@
 //! - `model`: the validated payload ([`NewOrder`]) and the stored [`Order`];
 //! - `body`: the JSON the two handlers answer with;
 //! - `repo`: [`OrderRepo`], orders in Redis, written only if absent;
-//! - `problem`: RFC 9457 error responses ([`Problem`], [`ProblemType`]);
 //! - this file: the two handlers, their errors and the list of the
-//!   problems they answer with ([`PROBLEMS`]).
+//!   problems they answer with ([`PROBLEMS`], each a [`ProblemType`],
+//!   rendered by the `problem-details` crate).
 
 #![deny(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod body;
 mod model;
-mod problem;
 mod repo;
 
 use std::convert::Infallible;
@@ -31,11 +30,11 @@ use body::{CreatedBody, OrderBody};
 use lambda_http::http::{header, HeaderValue, StatusCode};
 use lambda_http::tower::Service;
 use lambda_http::{Body, BoxFuture, Request, Response};
+use problem_details::{Problem, ProblemType};
 use redis::aio::ConnectionLike;
 use thiserror::Error;
 
 pub use model::{NewOrder, Order, OrderInputError, MAX_PRODUCT_CHARS, MAX_QUANTITY};
-pub use problem::{Problem, ProblemType, PROBLEM_JSON};
 pub use repo::{order_key, OrderRepo, RepoError};
 
 /// Request extension: the id the order created by this request must have.
@@ -418,8 +417,7 @@ mod tests {
         for error in every_error() {
             let kind = error.problem_type();
             assert!(PROBLEMS.contains(&kind), "{error}: {kind:?} is not listed");
-            let problem = error.to_problem();
-            assert_eq!((problem.status(), problem.slug()), (kind.status, kind.slug));
+            assert_eq!(error.to_problem().kind(), kind);
             let response = error.into_response("urn:t:");
             let json: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
             assert_eq!(json["title"], kind.title);

@@ -6,13 +6,15 @@
 //! - error messages are ours and bounded: serde's messages quote the
 //!   offending input (a 1 MB string would come back as a 4 MB detail), so
 //!   no serde message ever reaches a client, and the one piece of input an
-//!   error names (an unknown member) is cut to a short escaped excerpt;
+//!   error names (an unknown member) is cut to a short escaped excerpt
+//!   (`problem_details::excerpt`);
 //! - a duplicate member is refused explicitly, whatever its values.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use problem_details::excerpt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -22,8 +24,6 @@ use thiserror::Error;
 pub const MAX_PRODUCT_CHARS: usize = 200;
 /// Largest quantity per order.
 pub const MAX_QUANTITY: u16 = 1000;
-/// Longest excerpt of client input an error message quotes, in characters.
-const EXCERPT_CHARS: usize = 40;
 
 /// Why an order payload was refused. Messages never exceed a few hundred
 /// bytes, whatever the input.
@@ -244,32 +244,6 @@ impl<'de> Visitor<'de> for MembersVisitor {
     fn visit_seq<A: de::SeqAccess<'de>>(self, _: A) -> Result<Members, A::Error> {
         Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
     }
-}
-
-/// The start of `text`, quoted and escaped as Rust's `Debug` escapes it,
-/// at most [`EXCERPT_CHARS`] characters long once escaped (`…` marks a
-/// cut). Cut after escaping: a character can escape to ten
-/// (`\u{10ffff}`), and forty of those would make a detail ten times the
-/// length the excerpt is meant to have.
-fn excerpt(text: &str) -> String {
-    let mut out = String::with_capacity(4 * EXCERPT_CHARS + 8);
-    out.push('"');
-    let mut shown = 0;
-    for c in text.chars() {
-        // As `str`'s `Debug` does: a single quote needs no escape there.
-        let escaped: String = match c {
-            '\'' => "'".to_owned(),
-            c => c.escape_debug().collect(),
-        };
-        shown += escaped.chars().count();
-        if shown > EXCERPT_CHARS {
-            out.push('…');
-            break;
-        }
-        out.push_str(&escaped);
-    }
-    out.push('"');
-    out
 }
 
 /// A created order, as stored at `orders:<id>` and returned to clients.
