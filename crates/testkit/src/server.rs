@@ -600,6 +600,9 @@ mod tests {
             .enumerate()
             .all(|(n, (name, key))| name == "set" && *key == format!("key:{n}")));
         assert_eq!(seen[20_000], ("get".to_owned(), "key:0".to_owned()));
-        assert!(monitor.take_commands().is_empty(), "taken commands are gone");
+        assert!(
+            monitor.take_commands().is_empty(),
+            "taken commands are gone"
+        );
     }
 }
