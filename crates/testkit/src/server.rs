@@ -505,6 +505,9 @@ fn wait_for_a_replica(port: u16) {
         .and_then(|c| c.get_connection())
         .expect("a connection to the primary");
     let started = Instant::now();
+    // In a row: a replica that has just finished its sync can still miss
+    // the next few acknowledgements by a WAIT's 100 ms.
+    let mut in_a_row = 0;
     loop {
         let _: redis::RedisResult<()> = redis::cmd("SET")
             .arg("testkit:replica-check")
@@ -517,6 +520,11 @@ fn wait_for_a_replica(port: u16) {
             .query(&mut primary)
             .unwrap_or(0);
         if acked >= 1 && written > 0 && acknowledged_offset(&mut primary) >= written {
+            in_a_row += 1;
+        } else {
+            in_a_row = 0;
+        }
+        if in_a_row == 3 {
             let _: redis::RedisResult<()> = redis::cmd("DEL")
                 .arg("testkit:replica-check")
                 .query(&mut primary);
