@@ -15,7 +15,13 @@
 //! - a conversion that panics is caught (the release profile keeps
 //!   `panic = "unwind"` for this) and answered `400`;
 //! - an event that is not an HTTP event at all gets a `400` in the plain
-//!   `statusCode`/`headers`/`body` shape every API Gateway version reads.
+//!   `statusCode`/`headers`/`body` shape every API Gateway version reads;
+//! - an identity container that is `null` where `lambda_http` types it as
+//!   an object (`requestContext.identity` in REST and HTTP API 1.0 events,
+//!   an `authorizer.iam.cognitoIdentity` holding nothing but `null`s in
+//!   2.0 events) is removed, and the event read again: a `null` or empty
+//!   container carries no identity, as a missing one does, so the caller
+//!   scope tries its next source instead of the request failing.
 //!
 //! Everything else goes through `lambda_http`'s own `Adapter`, so requests
 //! and responses are converted exactly as `lambda_http::run` would do it,
@@ -120,8 +126,66 @@ pub async fn handle_event(app: &App, event: LambdaEvent<Box<RawValue>>) -> Resul
     let (raw, context) = event.into_parts();
     match serde_json::from_str::<LambdaRequest>(raw.get()) {
         Ok(request) => handle_request(app, request, raw.get().as_bytes(), context).await,
-        Err(_) => Ok(reject_unreadable(raw.get(), context, app.problem_base()).await),
+        Err(_) => match without_empty_identities(raw.get()) {
+            Some((request, text)) => handle_request(app, request, text.as_bytes(), context).await,
+            None => Ok(reject_unreadable(raw.get(), context, app.problem_base()).await),
+        },
     }
+}
+
+/// The event read again after [`drop_empty_identities`], with its new
+/// text; `None` when nothing was dropped or it still does not deserialise.
+/// Only events that failed to deserialise come here, so the common event
+/// pays nothing for it.
+fn without_empty_identities(raw: &str) -> Option<(LambdaRequest, String)> {
+    let mut event: Value = serde_json::from_str(raw).ok()?;
+    if !drop_empty_identities(&mut event) {
+        return None;
+    }
+    let text = event.to_string();
+    let request = serde_json::from_str::<LambdaRequest>(&text).ok()?;
+    Some((request, text))
+}
+
+/// Removes the identity containers `lambda_http` cannot read although they
+/// say nothing; true if one was removed. Removing is what `lambda_http`
+/// does with a missing one (its fields' defaults: no identity), so the
+/// caller scope reads the event as if the container were absent, which is
+/// what a `null` or empty container means. Nothing else changes: a
+/// container with a value in it stays, and so does a `null` claim, which
+/// still makes the event unreadable.
+fn drop_empty_identities(event: &mut Value) -> bool {
+    let Some(context) = event
+        .get_mut("requestContext")
+        .and_then(Value::as_object_mut)
+    else {
+        return false;
+    };
+    let mut dropped = false;
+    // REST and HTTP API 1.0: `identity` is typed as an object, `null` is
+    // refused (an empty object already reads as no identity).
+    if context.get("identity").is_some_and(Value::is_null) {
+        context.remove("identity");
+        dropped = true;
+    }
+    // HTTP API 2.0: a `cognitoIdentity` object needs its `amr` list, so an
+    // empty or all-`null` one is refused (a `null` one already reads as
+    // none).
+    if let Some(iam) = context
+        .get_mut("authorizer")
+        .and_then(|authorizer| authorizer.get_mut("iam"))
+        .and_then(Value::as_object_mut)
+    {
+        let says_nothing = iam
+            .get("cognitoIdentity")
+            .and_then(Value::as_object)
+            .is_some_and(|cognito| cognito.values().all(Value::is_null));
+        if says_nothing {
+            iam.remove("cognitoIdentity");
+            dropped = true;
+        }
+    }
+    dropped
 }
 
 /// Handles an event that deserialised; `raw` is its text, read again only
@@ -196,6 +260,8 @@ async fn answer_in_origin_shape(
     if !repair(&mut event) {
         return plain(problem.into_response(base));
     }
+    // An event with a bad header and a `null` identity both.
+    drop_empty_identities(&mut event);
     let request = match serde_json::from_value::<LambdaRequest>(event) {
         Ok(request) => request,
         Err(_) => {

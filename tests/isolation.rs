@@ -425,26 +425,125 @@ async fn null_or_empty_authorizers_in_http_api_and_function_url_events_are_no_id
     }
 }
 
+/// The REST (v1) and HTTP API payload 1.0 order fixtures under keys made
+/// from `key`, one for each: the two carry the same order, which would
+/// otherwise replay across them.
+fn payload_1_0(key: &str) -> [(&'static str, Value); 2] {
+    let rest = v1("Idempotency-Key", &[&format!("{key}-rest")]);
+    let key = format!("{key}-http");
+    let mut http_api = event_json("http_api_1_0_post_order.json");
+    http_api["headers"]["Idempotency-Key"] = key.clone().into();
+    http_api["multiValueHeaders"]["Idempotency-Key"] = json!([key]);
+    [("REST", rest), ("HTTP API 1.0", http_api)]
+}
+
+/// A container at each level of saying nothing: `null`, empty, missing.
+fn nothing() -> [(&'static str, Option<Value>); 3] {
+    [
+        ("null", Some(Value::Null)),
+        ("empty", Some(json!({}))),
+        ("missing", None),
+    ]
+}
+
+/// Sets `context[name]` to `value`, or removes it for `None`.
+fn put(context: &mut Value, name: &str, value: &Option<Value>) {
+    let context = context.as_object_mut().expect("a request context");
+    match value {
+        Some(value) => context.insert(name.to_owned(), value.clone()),
+        None => context.remove(name),
+    };
+}
+
 #[tokio::test]
-async fn nulls_lambda_http_cannot_read_are_refused_with_400_and_store_nothing() {
-    // API Gateway never sends these (`identity` is always an object, claim
-    // and `amr` values always strings): lambda_http refuses the whole
-    // event, and the entry point answers 400 rather than failing.
+async fn a_null_empty_or_missing_identity_or_authorizer_in_payload_1_0_events_is_no_identity() {
+    let redis = RedisServer::start();
+    let anonymous = app_with(&redis, &[]);
+    let strict = app_with(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    );
+    let mut created = 0;
+    for container in ["identity", "authorizer"] {
+        for (level, value) in nothing() {
+            for (shape, mut event) in payload_1_0(&format!("k-{container}-{level}")) {
+                put(&mut event["requestContext"], container, &value);
+                let case = format!("{shape}, {container} {level}");
+                let (status, answer) = invoke(&anonymous, &event).await;
+                assert_eq!(status, 201, "{case}: {answer}");
+                created += 1;
+                let (status, refused) = invoke(&strict, &event).await;
+                assert_eq!(status, 403, "{case}: {refused}");
+                assert_eq!(problem(&refused), "caller-unidentified", "{case}");
+            }
+        }
+    }
+    assert_eq!(redis.orders(), created);
+}
+
+#[tokio::test]
+async fn an_identity_that_says_nothing_falls_through_to_the_next_source_as_one_caller() {
+    let redis = RedisServer::start();
+    // `iam` first: it finds nothing at every level, and the Lambda
+    // authorizer's principal decides, the same caller each time.
+    let app = app_with(&redis, &[("IDEMPOTENCY_SCOPE", "iam,authorizer")]);
+    for which in 0..2 {
+        let mut ids = Vec::new();
+        for (n, (level, value)) in nothing().into_iter().enumerate() {
+            let (shape, mut event) = payload_1_0("k-next")[which].clone();
+            event["requestContext"]["authorizer"] = json!({ "principalId": "alice" });
+            put(&mut event["requestContext"], "identity", &value);
+            let (status, answer) = invoke(&app, &event).await;
+            assert_eq!(status, 201, "{shape}, identity {level}: {answer}");
+            assert_eq!(answer["replayed"], n > 0, "{shape}, identity {level}");
+            ids.push(order_id(&answer));
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "{which}: {ids:?}");
+    }
+    // HTTP API 2.0: an IAM caller's Cognito identity that says nothing is
+    // the ARN alone.
+    let arn = "arn:aws:iam::123456789012:user/alice";
+    let cognito = [
+        None,
+        Some(Value::Null),
+        Some(json!({})),
+        Some(json!({ "amr": null, "identityId": null, "identityPoolId": null })),
+    ];
+    let mut ids = Vec::new();
+    for (n, cognito) in cognito.iter().enumerate() {
+        let mut iam = json!({ "iam": { "userArn": arn } });
+        put(&mut iam["iam"], "cognitoIdentity", cognito);
+        let (status, answer) = invoke(&app, &v2("k-next-v2", Some(iam))).await;
+        assert_eq!(status, 201, "{cognito:?}: {answer}");
+        assert_eq!(answer["replayed"], n > 0, "{cognito:?}");
+        ids.push(order_id(&answer));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(redis.orders(), 3);
+}
+
+#[tokio::test]
+async fn null_values_lambda_http_cannot_read_are_refused_with_400_and_store_nothing() {
+    // API Gateway never sends these (claim values and `amr` are always
+    // strings and a list): lambda_http refuses the whole event, and the
+    // entry point answers 400 rather than failing. They are values, not
+    // containers, so nothing is removed to make them readable.
     let redis = RedisServer::start();
     let app = app_with(&redis, &[]);
-    let mut rest = v1("Idempotency-Key", &["k-null-identity"]);
-    rest["requestContext"]["identity"] = Value::Null;
     let claim = v2(
         "k-null-claim",
         Some(json!({ "jwt": { "claims": { "sub": null }, "scopes": null } })),
     );
     let amr = v2(
         "k-null-amr",
-        Some(
-            json!({ "iam": { "userArn": "arn:aws:iam::1:user/x", "cognitoIdentity": { "amr": null } } }),
-        ),
+        Some(json!({ "iam": {
+            "userArn": "arn:aws:iam::1:user/x",
+            "cognitoIdentity": { "amr": null, "identityId": "eu-west-1:1" }
+        } })),
     );
-    for event in [rest, claim, amr] {
+    for event in [claim, amr] {
         let (status, answer) = invoke(&app, &event).await;
         assert_eq!(status, 400, "{answer}");
         assert_eq!(problem(&answer), "invalid-request");

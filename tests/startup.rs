@@ -21,9 +21,13 @@ const LAMBDA: [(&str, &str); 4] = [
 /// A password no message may repeat.
 const SECRET: &str = "s3cr3t-pw";
 
+/// As a value in `vars`: the variable is removed instead. No environment
+/// value can hold a NUL byte, so no real value is mistaken for it.
+const UNSET: &str = "\0";
+
 /// Runs the function with Lambda's variables, a Redis URL where nothing
-/// listens, and `vars` (which win); returns its exit code and what it
-/// wrote.
+/// listens, and `vars` (which win, [`UNSET`] removing one); returns its
+/// exit code and what it wrote.
 fn start_up(vars: &[(&str, &str)]) -> (Option<i32>, String) {
     let mut command = Command::new(release_binary("idempotent-orders"));
     command
@@ -32,7 +36,10 @@ fn start_up(vars: &[(&str, &str)]) -> (Option<i32>, String) {
         .env("REDIS_URL", "redis://127.0.0.1:9")
         .env("REDIS_CONNECT_AT_INIT", "false");
     for (name, value) in vars {
-        command.env(name, value);
+        match *value {
+            UNSET => command.env_remove(name),
+            value => command.env(name, value),
+        };
     }
     let output = command.output().expect("run the function");
     let mut text = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -178,6 +185,77 @@ fn every_other_bad_value_stops_start_up_naming_its_variable() {
             "IDEMPOTENCY_LOCAL_CACHE_BYTES",
             vec![("IDEMPOTENCY_LOCAL_CACHE_BYTES", "64k")],
         ),
+        ("REDIS_CLUSTER", vec![("REDIS_CLUSTER", "maybe")]),
+        (
+            "REDIS_IAM_SERVERLESS",
+            vec![
+                ("REDIS_URL", "rediss://h:6380"),
+                ("REDIS_IAM_USER", "app"),
+                ("REDIS_IAM_CACHE_NAME", "cache"),
+                ("AWS_REGION", "eu-west-1"),
+                ("REDIS_IAM_SERVERLESS", "perhaps"),
+            ],
+        ),
+        // Read whether IAM authentication is on or not: a typo here must
+        // not wait for the day it is switched on.
+        (
+            "REDIS_IAM_SERVERLESS",
+            vec![("REDIS_IAM_SERVERLESS", "perhaps")],
+        ),
+        (
+            "AWS_REGION",
+            vec![
+                ("REDIS_URL", "rediss://h:6380"),
+                ("REDIS_IAM_USER", "app"),
+                ("REDIS_IAM_CACHE_NAME", "cache"),
+            ],
+        ),
+        (
+            "IDEMPOTENCY_MAX_RECORD_BYTES",
+            vec![("IDEMPOTENCY_MAX_RECORD_BYTES", "64KiB")],
+        ),
+        (
+            "IDEMPOTENCY_MAX_RECORD_BYTES",
+            vec![("IDEMPOTENCY_MAX_RECORD_BYTES", "0")],
+        ),
+        (
+            "IDEMPOTENCY_MAX_REQUEST_BYTES",
+            vec![("IDEMPOTENCY_MAX_REQUEST_BYTES", "big")],
+        ),
+        (
+            "IDEMPOTENCY_RETENTION_SECS",
+            vec![("IDEMPOTENCY_RETENTION_SECS", "1d")],
+        ),
+        (
+            "IDEMPOTENCY_LEASE_SECS",
+            vec![("IDEMPOTENCY_LEASE_SECS", "86400")],
+        ),
+        (
+            "IDEMPOTENCY_KEY_REQUIRED",
+            vec![("IDEMPOTENCY_KEY_REQUIRED", "sometimes")],
+        ),
+        (
+            "IDEMPOTENCY_KEY_PREFIX",
+            vec![("IDEMPOTENCY_KEY_PREFIX", "orders prod")],
+        ),
+        // What Lambda always sets, missing: the function reads each at
+        // start-up.
+        (
+            "AWS_LAMBDA_RUNTIME_API",
+            vec![("AWS_LAMBDA_RUNTIME_API", UNSET)],
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_NAME",
+            vec![("AWS_LAMBDA_FUNCTION_NAME", UNSET)],
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_VERSION",
+            vec![("AWS_LAMBDA_FUNCTION_VERSION", UNSET)],
+        ),
+        (
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+            vec![("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", UNSET)],
+        ),
     ] {
         assert_stops_naming(var, &vars);
     }
@@ -206,4 +284,9 @@ fn a_good_configuration_gets_past_configuration() {
     assert_eq!(code, Some(1), "{text}");
     assert!(!text.contains("invalid configuration"), "{text}");
     assert!(!text.contains("REDIS_"), "{text}");
+    // So a case above that names one of these names it because it is at
+    // fault, not because every start-up here ends naming it.
+    for (var, _) in LAMBDA {
+        assert!(!text.contains(var), "{var}: {text}");
+    }
 }

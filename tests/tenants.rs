@@ -2,12 +2,15 @@
 //! isolation mode Lambda hands each invocation its tenant's id
 //! (`Lambda-Runtime-Aws-Tenant-Id`, which the Runtime API harness sends
 //! when asked), and no tenant may replay, or read, what another tenant's
-//! caller made, whatever the caller scope (the anonymous one included).
+//! caller made, whatever the caller scope (the anonymous one included) and
+//! whichever identity source names the caller.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use testkit::harness::{function_env, order_event, release_binary, v2_event, Harness, Outcome};
+use testkit::harness::{
+    as_rest_event, function_env, order_event, release_binary, v2_event, Harness, Outcome,
+};
 use testkit::RedisServer;
 
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -39,12 +42,79 @@ async fn create(lambda: &Harness, event: &Value, tenant: Option<&str>) -> (Strin
     (id, response.replayed())
 }
 
-/// The status of `GET /orders/{id}` by the caller `authorizer` names, in
-/// `tenant`.
-async fn read(lambda: &Harness, id: &str, authorizer: Option<&Value>, tenant: Option<&str>) -> u16 {
+/// A caller named by one identity source of the default scope.
+struct Caller {
+    /// The source, and the payload it is read from.
+    source: &'static str,
+    /// Sent through a REST API (payload 1.0) rather than an HTTP API (2.0).
+    rest: bool,
+    /// Names the caller on an event of that payload.
+    identify: fn(&mut Value),
+}
+
+impl Caller {
+    /// `event`, an HTTP API event, as this caller sends it.
+    fn sends(&self, event: &Value) -> Value {
+        let mut event = match self.rest {
+            true => as_rest_event(event).expect("an HTTP API event"),
+            false => event.clone(),
+        };
+        (self.identify)(&mut event);
+        event
+    }
+}
+
+const ALICE_JWT: Caller = Caller {
+    source: "jwt",
+    rest: false,
+    identify: |event| {
+        event["requestContext"]["authorizer"] = json!({ "jwt": { "claims": { "iss": "https://i.example", "sub": "alice" }, "scopes": [] } });
+    },
+};
+
+const ALICE_ARN: &str = "arn:aws:iam::123456789012:user/alice";
+
+/// The sources besides `jwt`, each in every payload it is read from.
+const OTHER_CALLERS: [Caller; 5] = [
+    Caller {
+        source: "iam, HTTP API",
+        rest: false,
+        identify: |event| {
+            event["requestContext"]["authorizer"] = json!({ "iam": { "userArn": ALICE_ARN } });
+        },
+    },
+    Caller {
+        source: "iam, REST",
+        rest: true,
+        identify: |event| event["requestContext"]["identity"]["userArn"] = ALICE_ARN.into(),
+    },
+    Caller {
+        source: "authorizer, HTTP API Lambda authorizer",
+        rest: false,
+        identify: |event| {
+            event["requestContext"]["authorizer"] = json!({ "lambda": { "userId": "alice" } });
+        },
+    },
+    Caller {
+        source: "authorizer, REST Lambda authorizer",
+        rest: true,
+        identify: |event| {
+            event["requestContext"]["authorizer"] = json!({ "principalId": "alice" });
+        },
+    },
+    Caller {
+        source: "api-key, REST",
+        rest: true,
+        identify: |event| event["requestContext"]["identity"]["apiKeyId"] = "key-alice".into(),
+    },
+];
+
+/// The status of `GET /orders/{id}` by `caller` (an anonymous one for
+/// `None`), in `tenant`.
+async fn read(lambda: &Harness, id: &str, caller: Option<&Caller>, tenant: Option<&str>) -> u16 {
     let mut event = v2_event("GET", &format!("/orders/{id}"), &[], None);
-    if let Some(authorizer) = authorizer {
-        event["requestContext"]["authorizer"] = authorizer.clone();
+    if let Some(caller) = caller {
+        event = caller.sends(&event);
     }
     send(lambda, &event, tenant).await.response().status
 }
@@ -95,9 +165,8 @@ async fn one_identified_caller_in_two_tenants_is_two_callers_with_a_key_and_with
         ],
     )
     .await;
-    let alice = json!({ "jwt": { "claims": { "iss": "https://i.example", "sub": "alice" }, "scopes": [] } });
-    let mut keyed = order_event("k-alice", TEA);
-    keyed["requestContext"]["authorizer"] = alice.clone();
+    let alice = Some(&ALICE_JWT);
+    let keyed = ALICE_JWT.sends(&order_event("k-alice", TEA));
     let mut unkeyed = keyed.clone();
     unkeyed["headers"]
         .as_object_mut()
@@ -110,12 +179,48 @@ async fn one_identified_caller_in_two_tenants_is_two_callers_with_a_key_and_with
     assert_ne!(in_a, in_b);
     let (unprotected, _) = create(&lambda, &unkeyed, Some("tenant-a")).await;
     for id in [&in_a, &unprotected] {
-        assert_eq!(read(&lambda, id, Some(&alice), Some("tenant-a")).await, 200);
-        assert_eq!(read(&lambda, id, Some(&alice), Some("tenant-b")).await, 404);
+        assert_eq!(read(&lambda, id, alice, Some("tenant-a")).await, 200);
+        assert_eq!(read(&lambda, id, alice, Some("tenant-b")).await, 404);
     }
-    assert_eq!(
-        read(&lambda, &in_b, Some(&alice), Some("tenant-b")).await,
-        200
-    );
+    assert_eq!(read(&lambda, &in_b, alice, Some("tenant-b")).await, 200);
     assert_eq!(redis.orders(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_of_every_other_identity_source_in_two_tenants_is_two_callers() {
+    let redis = RedisServer::start();
+    // The default scope: no anonymous callers, so a request whose caller
+    // went unread would be refused, not served under a shared scope.
+    let lambda = function(
+        &redis,
+        &[("IDEMPOTENCY_SCOPE", "jwt,authorizer,iam,api-key")],
+    )
+    .await;
+    for (n, caller) in OTHER_CALLERS.iter().enumerate() {
+        let who = caller.source;
+        let event = caller.sends(&order_event(&format!("k-caller-{n}"), TEA));
+        let (in_a, a_replayed) = create(&lambda, &event, Some("tenant-a")).await;
+        let (in_b, b_replayed) = create(&lambda, &event, Some("tenant-b")).await;
+        let (again, again_replayed) = create(&lambda, &event, Some("tenant-a")).await;
+        assert!(!a_replayed && !b_replayed, "{who}: each tenant's runs");
+        assert_ne!(in_a, in_b, "{who}: two tenants, two orders");
+        assert!(again_replayed && again == in_a, "{who}: one tenant replays");
+
+        for (id, owner, other) in [
+            (&in_a, "tenant-a", "tenant-b"),
+            (&in_b, "tenant-b", "tenant-a"),
+        ] {
+            assert_eq!(
+                read(&lambda, id, Some(caller), Some(owner)).await,
+                200,
+                "{who}"
+            );
+            assert_eq!(
+                read(&lambda, id, Some(caller), Some(other)).await,
+                404,
+                "{who}"
+            );
+        }
+    }
+    assert_eq!(redis.orders(), 2 * OTHER_CALLERS.len());
 }

@@ -100,6 +100,9 @@ impl RedisOptions {
 /// `REDIS_IAM_USER` set: IAM authentication, which also needs the cache
 /// name and the region.
 fn iam_from(env: &Env<'_>) -> Result<Option<IamAuth>, ConfigError> {
+    // Read before knowing whether IAM is on, so a typo stops start-up now
+    // rather than on the day `REDIS_IAM_USER` is set.
+    let serverless = env.boolean("REDIS_IAM_SERVERLESS", false)?;
     let Some(user) = env.get("REDIS_IAM_USER") else {
         return Ok(None);
     };
@@ -110,7 +113,7 @@ fn iam_from(env: &Env<'_>) -> Result<Option<IamAuth>, ConfigError> {
     Ok(Some(IamAuth {
         user,
         cache_name: required("REDIS_IAM_CACHE_NAME")?,
-        serverless: env.boolean("REDIS_IAM_SERVERLESS", false)?,
+        serverless,
         region: required("AWS_REGION")?,
     }))
 }
