@@ -329,3 +329,87 @@ fn the_filter_reader_refuses_patterns_it_does_not_understand() {
     ));
     assert!(!matches(&equalities, "ERROR x"));
 }
+
+/// The function's environment variables as the template sets them: the
+/// literal values, and `None` for a value the template computes (`!Ref`,
+/// `!If`, `!Sub`).
+fn template_environment(template: &Yaml) -> Vec<(String, Option<String>)> {
+    properties(template, "OrdersFunction")["Environment"]["Variables"]
+        .as_mapping()
+        .expect("OrdersFunction has environment variables")
+        .iter()
+        .map(|(name, value)| {
+            let name = name.as_str().expect("a variable name").to_owned();
+            let literal = match value {
+                Yaml::Tagged(_) => None,
+                value => value.as_str().map(str::to_owned),
+            };
+            (name, literal)
+        })
+        .collect()
+}
+
+/// A lease set below six times `REDIS_TIMEOUT_MS` stops start-up, so the
+/// template must leave the lease to the function for every timeout its
+/// `RedisTimeoutMs` parameter allows (any whole number from its MinValue).
+#[test]
+fn the_function_starts_with_every_redis_timeout_the_template_allows() {
+    let template = template();
+    let parameter = &template["Parameters"]["RedisTimeoutMs"];
+    let min = parameter["MinValue"]
+        .as_u64()
+        .expect("RedisTimeoutMs MinValue");
+    assert!(
+        parameter["MaxValue"].is_null(),
+        "RedisTimeoutMs has a MaxValue: try it below"
+    );
+    let environment = template_environment(&template);
+    for timeout_ms in [min, 500, 501, 1_000, 5_000, 60_000, 1_000_000] {
+        let lookup = |name: &str| {
+            if name == "REDIS_TIMEOUT_MS" {
+                return Some(timeout_ms.to_string());
+            }
+            environment
+                .iter()
+                .find(|(var, _)| var == name)
+                .and_then(|(_, value)| value.clone())
+        };
+        let config = idempotent_orders::Config::from_lookup(lookup)
+            .unwrap_or_else(|e| panic!("RedisTimeoutMs={timeout_ms}: start-up refused: {e}"));
+        assert_eq!(
+            config.settings.lease,
+            Duration::from_secs(3).max(Duration::from_millis(timeout_ms) * 6),
+            "RedisTimeoutMs={timeout_ms}"
+        );
+    }
+}
+
+/// The README's Configuration table and the template's environment name
+/// the same variables, but for the rows Lambda sets itself (`AWS_LAMBDA_*`,
+/// `RUST_LOG`: from `LoggingConfig` and the capacity provider).
+#[test]
+fn the_template_sets_every_variable_the_readme_lists() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let section = readme
+        .split("\n## Configuration\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("README.md has a Configuration section");
+    let listed: BTreeSet<String> = section
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|name| !name.starts_with("AWS_LAMBDA_") && *name != "Variable")
+        .map(str::to_owned)
+        .collect();
+    let set: BTreeSet<String> = template_environment(&template())
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert!(listed.len() > 20, "README rows read: {listed:?}");
+    assert_eq!(
+        listed, set,
+        "README.md's variables (left), template.yaml's (right)"
+    );
+}
