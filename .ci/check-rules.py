@@ -102,6 +102,14 @@ CASES: list[tuple[str, dict[str, str], set[str]]] = [
                                           **MANAGED, **JWT}, {"ManagedConcurrency"}),
     ("managed-instances, concurrency above 1600", {"VpcId": VPC, "SubnetIds": SUBNETS, "ManagedConcurrency": "1601",
                                                    **MANAGED, **JWT}, {"ManagedConcurrency"}),
+    ("managed-instances, at most 2 environments", {"VpcId": VPC, "SubnetIds": SUBNETS, "ManagedMaxEnvironments": "2",
+                                                   **MANAGED, **JWT}, {"ManagedMaxEnvironmentsAtLeastThree"}),
+    ("lambda mode with a managed environment limit", {"VpcId": VPC, "SubnetIds": SUBNETS,
+                                                      "ManagedMaxEnvironments": "10", **JWT},
+     {"ManagedMaxEnvironmentsInManagedModeOnly"}),
+    ("managed-instances, environments above 15000", {"VpcId": VPC, "SubnetIds": SUBNETS,
+                                                     "ManagedMaxEnvironments": "15001", **MANAGED, **JWT},
+     {"ManagedMaxEnvironments"}),
     # Accepted.
     ("created cache, jwt", {"VpcId": VPC, "SubnetIds": SUBNETS, **JWT}, set()),
     ("created cache, iam", {"VpcId": VPC, "SubnetIds": SUBNETS, "AuthMode": "iam"}, set()),
@@ -119,6 +127,9 @@ CASES: list[tuple[str, dict[str, str], set[str]]] = [
     ("existing endpoint in a VPC, managed-instances at concurrency 64", {
         "RedisUrl": EXISTING, "SubnetIds": SUBNETS, "SecurityGroupIds": SG, "ManagedConcurrency": "64",
         "AuthMode": "iam", **MANAGED}, set()),
+    ("created cache, managed-instances, at most 3 environments", {"VpcId": VPC, "SubnetIds": SUBNETS,
+                                                                  "ManagedMaxEnvironments": "3", **MANAGED, **JWT},
+     set()),
 ]
 
 RULE_FUNCTIONS = {"Ref", "Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or", "Fn::Contains",
