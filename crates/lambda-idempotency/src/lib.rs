@@ -52,13 +52,15 @@
 //! # Features
 //!
 //! The core (the layer, the [`IdempotencyStore`] trait, [`MemoryStore`])
-//! depends on no store client. Each store is a feature:
+//! depends on no store client. Each store, the test suite and axum support
+//! is a feature:
 //!
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `redis` | yes | `RedisStore` and its options (the `redis` crate, rustls with ring) |
 //! | `dynamodb` | no | `DynamoDbStore` (the AWS SDK, rustls with ring) |
 //! | `testing` | no | `testing`: the store contract as a test suite for any store |
+//! | `axum` | no | the layer on the routes of an axum `Router` (`route_layer`), over axum's request body (`axum-core`) |
 //!
 //! `default-features = false` builds the core alone, for a store of your
 //! own.

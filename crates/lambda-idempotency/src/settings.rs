@@ -55,7 +55,8 @@ pub struct Settings {
     /// Members of a JSON body left out of the fingerprint (RFC 6901 JSON
     /// Pointers such as `/client_ts`): bodies that differ only in their
     /// values replay; any other difference is still refused with `422`.
-    /// Default none. Env `IDEMPOTENCY_FINGERPRINT_IGNORE` (comma-separated).
+    /// Default none. Env `IDEMPOTENCY_FINGERPRINT_IGNORE` (comma-separated;
+    /// unset or empty: none; an empty entry such as `/a,` is refused).
     pub fingerprint_ignore: Vec<JsonPointer>,
     /// Bytes of completed records this process keeps in memory, each until
     /// its record expires, so that a replay or a `422` of one costs no

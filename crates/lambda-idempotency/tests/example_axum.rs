@@ -1,8 +1,9 @@
 //! The axum example (`examples/axum_payments.rs`), built in release and run
 //! the way Lambda runs it, against a real `redis-server`: the layer covers
 //! `POST /payments` inside the `Router` (a payment, its replay, a caller
-//! without identity, duplicates racing on two instances) and leaves
-//! `GET /health` alone.
+//! without identity, duplicates racing on two instances), its handler reads
+//! the Lambda context and the request context through the layer, and
+//! `GET /health` is left alone.
 
 use std::time::Duration;
 
@@ -35,6 +36,34 @@ async fn the_layer_on_an_axum_route_takes_a_payment_once_and_replays_it() {
     assert_eq!(redis.count("payments:*"), 1);
     // The payment's record is the layer's, under the route it covers.
     assert_eq!(redis.count("idempotency:*"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_behind_the_layer_reads_the_lambda_context_and_the_request_context() {
+    let redis = RedisServer::start();
+    let lambda = start(&redis, 1).await;
+    let deadline = Duration::from_secs(5);
+    let event = payment_event("ctx-1", Some("alice"));
+    let first = lambda.invoke(0, &event, deadline).await;
+    let response = first.response();
+    assert_eq!(response.status, 201, "{:?}", response.raw);
+    assert!(first.request_id().is_some_and(|id| !id.is_empty()));
+    assert_eq!(response.header("x-lambda-request-id"), first.request_id());
+    assert_eq!(
+        response.header("x-api-request-id"),
+        event["requestContext"]["requestId"].as_str()
+    );
+
+    // The replay is the first invocation's response, its ids included.
+    let again = lambda
+        .invoke(0, &payment_event("ctx-1", Some("alice")), deadline)
+        .await;
+    assert!(again.response().replayed());
+    assert_ne!(again.request_id(), first.request_id());
+    assert_eq!(
+        again.response().header("x-lambda-request-id"),
+        first.request_id()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

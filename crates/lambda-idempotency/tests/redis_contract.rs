@@ -1,6 +1,7 @@
 //! The layer over [`RedisStore`] against a real `redis-server`, through
 //! the public API only: what only a real Redis shows (outages, restarts,
-//! AUTH, slow answers, takeovers across two layers sharing one Redis).
+//! AUTH, slow answers, takeovers across two layers sharing one Redis, the
+//! local cache watched with `MONITOR`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,12 +33,13 @@ fn anonymous() -> ApiGatewayScope {
     "anonymous".parse().expect("scope")
 }
 
-/// The layer over `store` around a handler that counts its calls, sleeps
-/// `delay`, then answers `ok(call)`.
+/// The layer over `store` around a handler that counts its calls, runs
+/// `during`, sleeps `delay`, then answers `ok(call)`.
 fn counted<St: IdempotencyStore>(
     store: St,
     settings: Settings,
     delay: Duration,
+    during: impl Fn() + Clone + Send + Sync + 'static,
 ) -> (
     impl Service<Request, Response = Response<Body>, Error = Error, Future: Send>
         + Clone
@@ -49,6 +51,7 @@ fn counted<St: IdempotencyStore>(
     let counter = Arc::clone(&calls);
     let handler = service_fn(move |_req: Request| {
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        during();
         async move {
             tokio::time::sleep(delay).await;
             ok(n)
@@ -94,8 +97,9 @@ async fn a_late_completion_after_a_takeover_does_not_overwrite_the_new_owners_re
         NoRenewals(redis_store(&redis)),
         settings.clone(),
         Duration::from_millis(600),
+        || {},
     );
-    let (quick, _) = counted(redis_store(&redis), settings, Duration::ZERO);
+    let (quick, _) = counted(redis_store(&redis), settings, Duration::ZERO, || {});
 
     let stalled = tokio::spawn({
         let slow = slow.clone();
@@ -134,8 +138,9 @@ async fn a_live_slow_handler_is_not_taken_over_by_a_retry() {
         redis_store(&redis),
         settings.clone(),
         Duration::from_millis(1500),
+        || {},
     );
-    let (quick, _) = counted(redis_store(&redis), settings, Duration::ZERO);
+    let (quick, _) = counted(redis_store(&redis), settings, Duration::ZERO, || {});
     let first = tokio::spawn({
         let slow = slow.clone();
         async move { send(&slow, request("k-slow")).await }
@@ -152,8 +157,18 @@ async fn a_live_slow_handler_is_not_taken_over_by_a_retry() {
 #[tokio::test]
 async fn redis_stopped_gives_503_without_running_the_handler_and_recovers_after_restart() {
     let mut redis = RedisServer::start();
-    let (busy, calls) = counted(redis_store(&redis), Settings::default(), Duration::ZERO);
-    let (idle, idle_calls) = counted(redis_store(&redis), Settings::default(), Duration::ZERO);
+    let (busy, calls) = counted(
+        redis_store(&redis),
+        Settings::default(),
+        Duration::ZERO,
+        || {},
+    );
+    let (idle, idle_calls) = counted(
+        redis_store(&redis),
+        Settings::default(),
+        Duration::ZERO,
+        || {},
+    );
     // Both instances are warm: their connections are open.
     assert_eq!(send(&busy, request("k-before")).await.status(), 201);
     assert_eq!(send(&idle, request("k-before-idle")).await.status(), 201);
@@ -227,6 +242,7 @@ async fn a_claim_answered_after_its_lease_expired_does_not_run_the_handler() {
         store,
         short_leases(Duration::from_millis(300)),
         Duration::ZERO,
+        || {},
     );
 
     let response = send(&svc, request("k-stalled")).await;
@@ -243,7 +259,7 @@ async fn a_claim_answered_after_its_lease_expired_does_not_run_the_handler() {
 async fn a_slow_store_never_holds_the_function_past_its_deadline() {
     let redis = RedisServer::start();
     let store = SlowClaims(redis_store(&redis), Duration::from_secs(3));
-    let (svc, calls) = counted(store, Settings::default(), Duration::ZERO);
+    let (svc, calls) = counted(store, Settings::default(), Duration::ZERO, || {});
     let req = with_header(event("post_order.json"), "idempotency-key", "k-deadline")
         .with_lambda_context(context_with_deadline_in(Duration::from_millis(400)));
 
@@ -266,8 +282,18 @@ async fn a_password_in_the_url_works_and_a_wrong_one_gives_503_without_leaking_i
         let url = format!("redis://:{password}@127.0.0.1:{}", redis.port());
         RedisStore::open(&url, RedisOptions::default()).expect("store")
     };
-    let (good, _) = counted(store("s3cret-pw"), Settings::default(), Duration::ZERO);
-    let (bad, _) = counted(store("wrong-pw"), Settings::default(), Duration::ZERO);
+    let (good, _) = counted(
+        store("s3cret-pw"),
+        Settings::default(),
+        Duration::ZERO,
+        || {},
+    );
+    let (bad, _) = counted(
+        store("wrong-pw"),
+        Settings::default(),
+        Duration::ZERO,
+        || {},
+    );
     let logs = Logs::capture();
 
     assert_eq!(send(&good, request("k-auth")).await.status(), 201);
@@ -295,11 +321,17 @@ async fn a_tls_redis_with_a_custom_ca_works_and_an_untrusted_one_fails_fast_with
         RedisStore::open(&redis.url(), trusted).expect("store"),
         Settings::default(),
         Duration::ZERO,
+        || {},
     );
     assert_eq!(send(&svc, request("k-tls")).await.status(), 201);
     assert!(replayed(&send(&svc, request("k-tls")).await));
 
-    let (untrusted, calls) = counted(redis_store(&redis), Settings::default(), Duration::ZERO);
+    let (untrusted, calls) = counted(
+        redis_store(&redis),
+        Settings::default(),
+        Duration::ZERO,
+        || {},
+    );
     let started = std::time::Instant::now();
     assert_problem(&send(&untrusted, request("k-tls-2")).await, 503);
     assert!(
@@ -419,3 +451,86 @@ delegate_except!(SlowClaims, |this| this.0,
 delegate_except!(NoRenewals, |this| this.0,
     claim: |_: &NoRenewals| std::future::ready(()),
     renew: false);
+
+// The local cache (`IDEMPOTENCY_LOCAL_CACHE_BYTES`), watched with
+// `MONITOR`: what it spares Redis, and what it must not keep.
+
+const CACHE_BYTES: usize = 1 << 20;
+
+fn with_body(mut req: Request, text: &str) -> Request {
+    *req.body_mut() = Body::Text(text.to_owned());
+    req
+}
+
+/// A `RedisStore` on `url` requiring `min_replicas`, and settings with
+/// the cache on.
+fn cached(url: &str, min_replicas: u32) -> (RedisStore, Settings) {
+    let mut options = RedisOptions::default();
+    options.min_replicas = min_replicas;
+    let mut settings = Settings::default();
+    settings.local_cache_bytes = CACHE_BYTES;
+    (RedisStore::open(url, options).expect("store"), settings)
+}
+
+#[tokio::test]
+async fn after_a_first_execution_replays_and_422s_of_its_key_send_redis_no_command() {
+    let redis = RedisServer::start();
+    let (store, settings) = cached(&redis.url(), 0);
+    let (svc, calls) = counted(store, settings, Duration::ZERO, || {});
+    let monitor = redis.monitor();
+
+    let first = send(&svc, request("k-cached")).await;
+    assert_eq!(first.status(), 201);
+    let sent = monitor.take_commands();
+    assert!(
+        sent.iter().any(|(name, _)| name == "set"),
+        "the first execution claims in Redis: {sent:?}"
+    );
+
+    for _ in 0..3 {
+        let replay = send(&svc, request("k-cached")).await;
+        assert_eq!(replay.status(), 201);
+        assert!(replayed(&replay));
+        assert_eq!(body(&replay), body(&first));
+        let mismatch = send(&svc, with_body(request("k-cached"), r#"{"sku":"other"}"#)).await;
+        assert_problem(&mismatch, 422);
+    }
+    assert_eq!(
+        monitor.take_commands(),
+        Vec::<(String, String)>::new(),
+        "replays and 422s answered from the cache"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_completion_no_replica_acknowledged_is_not_cached_and_the_retry_asks_redis() {
+    let primary = RedisServer::start();
+    let replica = Arc::new(RedisServer::replica_of(&primary));
+    // The claim is acknowledged; then the replica freezes while the
+    // handler runs, so the completion's WAIT counts no replica.
+    let frozen = Arc::clone(&replica);
+    let (store, settings) = cached(&primary.url(), 1);
+    let (svc, calls) = counted(store, settings, Duration::ZERO, move || frozen.pause());
+
+    let first = send(&svc, request("k-unacknowledged")).await;
+    replica.resume();
+    assert_eq!(
+        first.status(),
+        503,
+        "an unacknowledged completion is answered 503"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    primary.wait_for_a_replica();
+
+    let monitor = primary.monitor();
+    let retry = send(&svc, request("k-unacknowledged")).await;
+    let sent = monitor.take_commands();
+    // With replicas required, the claim is a script followed by WAIT.
+    assert!(
+        sent.iter().any(|(name, _)| name == "wait"),
+        "the retry claims in Redis, not from the cache: {sent:?}"
+    );
+    assert_eq!(retry.status(), 201, "{:?}", body(&retry));
+    assert!(replayed(&retry), "the record reached Redis and is replayed");
+}

@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 use crate::server::free_port;
 
 const INSTALL_HINT: &str = "moto_server (the DynamoDB emulator) is required by the DynamoDB tests \
-and was not found. Install it with `pip install 'moto[server]'` (or `python3 -m pip install --user \
-'moto[server]'`), or run `bash .ci/run`, which installs it. Set MOTO_SERVER_BIN to use a binary \
+and was not found. Install it with `pip install 'moto[server]==5.2.1'` (or `python3 -m pip install --user \
+'moto[server]==5.2.1'`), or run `bash .ci/run`, which installs it. Set MOTO_SERVER_BIN to use a binary \
 outside PATH.";
 
 /// A `moto_server` process owned by one test.

@@ -105,15 +105,20 @@ impl Env<'_> {
         }
     }
 
-    /// A comma-separated list of JSON Pointers; unset: none.
+    /// A comma-separated list of JSON Pointers; unset or empty: none. An
+    /// empty entry (`","`, `"/a,"`) is refused, not skipped.
     pub(crate) fn pointers(&self, var: &'static str) -> Result<Vec<JsonPointer>, ConfigError> {
         let Some(raw) = self.get(var) else {
             return Ok(Vec::new());
         };
         raw.split(',')
             .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| p.parse().map_err(|e| self.error(var, format!("{e}"))))
+            .map(|p| {
+                if p.is_empty() {
+                    return Err(self.error(var, format!("{raw:?} has an empty entry")));
+                }
+                p.parse().map_err(|e| self.error(var, format!("{e}")))
+            })
             .collect()
     }
 

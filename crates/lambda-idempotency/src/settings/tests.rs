@@ -71,6 +71,10 @@ fn bad_values_name_the_variable() {
         ("IDEMPOTENCY_LEASE_SECS", "0"),
         ("IDEMPOTENCY_FINGERPRINT_IGNORE", "client_ts"),
         ("IDEMPOTENCY_FINGERPRINT_IGNORE", "/a,/b~2"),
+        ("IDEMPOTENCY_FINGERPRINT_IGNORE", ","),
+        ("IDEMPOTENCY_FINGERPRINT_IGNORE", ", ,"),
+        ("IDEMPOTENCY_FINGERPRINT_IGNORE", "/a,"),
+        ("IDEMPOTENCY_FINGERPRINT_IGNORE", "/a,,/b"),
         ("IDEMPOTENCY_KEY_HEADER", ""),
         ("IDEMPOTENCY_KEY_HEADER", "  "),
         ("IDEMPOTENCY_KEY_HEADER", "Idempotency Key"),
@@ -82,6 +86,14 @@ fn bad_values_name_the_variable() {
         let err = from(&[(var, value)]).unwrap_err();
         assert_eq!(err.var, var, "{value}");
         assert!(err.to_string().contains(var));
+    }
+}
+
+#[test]
+fn an_empty_or_blank_pointer_list_means_no_pointers() {
+    for value in ["", "  "] {
+        let s = from(&[("IDEMPOTENCY_FINGERPRINT_IGNORE", value)]).unwrap();
+        assert!(s.fingerprint_ignore.is_empty(), "{value:?}");
     }
 }
 
