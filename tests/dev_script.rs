@@ -1,8 +1,9 @@
 //! `bash .ci/dev`, the README's first command, run as a newcomer runs it
 //! (on free ports, so that it cannot meet a Redis or a watch already
 //! there): it starts its own `redis-server`, serves the function on
-//! 127.0.0.1 only, answers the README's session (a `201`, its replay, a
-//! `422`, a `400`, the order by its `Location`), and on Ctrl-C (`SIGINT`
+//! 127.0.0.1 only, answers the README's session (a `201` naming the
+//! README's order, its replay, a `422`, a `400`, the order by its
+//! `Location`), and on Ctrl-C (`SIGINT`
 //! to its process group, as a terminal sends it) stops the Redis it
 //! started and leaves no process behind.
 
@@ -215,6 +216,14 @@ fn the_dev_script_serves_the_readme_session_on_loopback_and_cleans_up_on_ctrl_c(
         .find_map(|l| l.strip_prefix("location: "))
         .map(str::trim)
         .expect("a Location header");
+    // The README shows this key's order: its id is derived from the
+    // record key, the same here as there.
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).expect("README.md");
+    let shown = readme
+        .lines()
+        .find_map(|l| l.strip_prefix("location: "))
+        .expect("the README's session shows a Location");
+    assert_eq!(location, shown);
     let (status, order) = curl(&[&format!("{base}{location}")]);
     assert_eq!(status, 200, "{order}");
     assert!(body(&created).contains(body(&order)), "{order}\n{created}");
