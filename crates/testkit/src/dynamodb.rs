@@ -144,15 +144,13 @@ impl DynamoDbServer {
     /// tables created before.
     pub fn restart(&mut self) {
         self.stop();
-        let started = Instant::now();
-        while !self.spawn() {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "moto_server could not restart on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let port = self.port;
+        let started = crate::server::respawn(
+            || self.spawn(),
+            Duration::from_secs(30),
+            Duration::from_millis(100),
+        );
+        assert!(started, "moto_server could not restart on port {port}");
         for table in &self.tables {
             self.make_table(table);
         }

@@ -60,14 +60,7 @@ impl HttpFaultProxy {
     /// request until faults are injected. Must be called inside a tokio
     /// runtime.
     pub fn start(target: SocketAddr) -> Self {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port for the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let listener =
-            TcpListener::from_std(listener).expect("register the listener (needs a tokio runtime)");
+        let (listener, port) = crate::proxy::loopback_listener("HttpFaultProxy");
         let (faults, requests) = (Faults::default(), Arc::new(AtomicUsize::new(0)));
         let task = tokio::spawn(accept(listener, target, faults.clone(), requests.clone()));
         Self {

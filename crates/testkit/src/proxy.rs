@@ -36,14 +36,7 @@ impl TcpProxy {
     /// Starts a proxy to `target` on a free port of 127.0.0.1, with no
     /// delay either way. Must be called inside a tokio runtime.
     pub fn start(target: SocketAddr) -> Self {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port for the proxy");
-        let port = listener.local_addr().expect("proxy address").port();
-        listener
-            .set_nonblocking(true)
-            .expect("make the proxy listener non-blocking");
-        let listener = TcpListener::from_std(listener)
-            .expect("register the proxy listener (TcpProxy::start needs a tokio runtime)");
+        let (listener, port) = loopback_listener("TcpProxy");
         let (to_client, to_server) = (Delay::default(), Delay::default());
         let open = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(accept(
@@ -194,4 +187,18 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, delay: Delay) {
         let _ = to.shutdown().await;
     };
     tokio::join!(reader, writer);
+}
+
+/// A tokio listener on a free port of 127.0.0.1, and its port, for the
+/// proxy named `proxy`. Must be called inside a tokio runtime.
+pub(crate) fn loopback_listener(proxy: &str) -> (TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("bind a port for the {proxy}: {e}"));
+    let port = listener.local_addr().expect("listener address").port();
+    listener
+        .set_nonblocking(true)
+        .expect("make the listener non-blocking");
+    let listener = TcpListener::from_std(listener)
+        .unwrap_or_else(|e| panic!("register the {proxy} listener (needs a tokio runtime): {e}"));
+    (listener, port)
 }

@@ -41,7 +41,8 @@ enum Answer {
     Another,
 }
 
-pub(crate) fn free_port() -> u16 {
+/// A TCP port nothing listens on now, on 127.0.0.1.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -248,16 +249,14 @@ impl RedisServer {
     /// Starts the server again on the same port (empty: nothing is saved).
     pub fn restart(&mut self) {
         self.stop();
-        let started = Instant::now();
+        let port = self.port;
         // The port can take a moment to be bindable again.
-        while !self.spawn() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server could not restart on port {}",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let started = respawn(
+            || self.spawn(),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+        );
+        assert!(started, "redis-server could not restart on port {port}");
     }
 
     /// Starts a server replicating `primary`, and waits until its link is up
@@ -486,6 +485,20 @@ impl Drop for Monitor {
     fn drop(&mut self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
+}
+
+/// Calls `spawn` every `pause` until it reports a started process; false
+/// if it did not within `limit` (the port of a process just stopped can
+/// take a moment to be bindable again).
+pub(crate) fn respawn(mut spawn: impl FnMut() -> bool, limit: Duration, pause: Duration) -> bool {
+    let started = Instant::now();
+    while !spawn() {
+        if started.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(pause);
+    }
+    true
 }
 
 /// Waits until a replica acknowledges the writes of the server on `port`.

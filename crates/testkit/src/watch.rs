@@ -27,10 +27,7 @@ impl Watch {
     /// function itself is built on the first request: see
     /// [`Watch::wait_until_serving`].
     pub fn start(env: &[(&str, &str)], concurrency: usize) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = crate::server::free_port();
         let log = std::env::temp_dir().join(format!("watch-{port}.log"));
         let env_file = std::env::temp_dir().join(format!("watch-{port}.env"));
         let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();

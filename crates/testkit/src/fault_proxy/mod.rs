@@ -44,7 +44,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -121,14 +120,7 @@ impl FaultProxy {
     /// Starts a proxy to `target` on a free port of 127.0.0.1. Must be
     /// called inside a tokio runtime.
     pub fn start(target: SocketAddr) -> Self {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port for the fault proxy");
-        let port = listener.local_addr().expect("fault proxy address").port();
-        listener
-            .set_nonblocking(true)
-            .expect("make the fault proxy listener non-blocking");
-        let listener = TcpListener::from_std(listener)
-            .expect("register the fault proxy listener (FaultProxy::start needs a tokio runtime)");
+        let (listener, port) = crate::proxy::loopback_listener("FaultProxy");
         let shared = Arc::new(Shared {
             target: Mutex::new(target),
             rules: Mutex::new(Vec::new()),
